@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KMS providers sit behind one small vtable.  A provider wraps and unwraps the per-volume secret with a
+ * customer master key held by a KMS.  Every error is classified by its return value:
+ *
+ *   0           success
+ *   -EACCES     denied: permanent answer of the KMS (revoked, disabled, not found, bad credentials,
+ *               wrong key, ciphertext that does not authenticate).  Never retried.
+ *   -EAGAIN     unavailable: transient (network, timeout, throttled, 5xx, sealed).  Retried by the caller.
+ *   -ETIMEDOUT  unavailable: the overall deadline passed.
+ *   -EBADMSG    invalid: malformed input or reply (bad JSON, bad base64, wrong length).
+ *   -EINVAL     bad configuration value (the message says which setting).
+ *   -ENOMEM     out of memory.
+ *
+ * and described in *ret_err (vendor code, one-line message, HTTP status and request id) for the log line.
+ * Provider code never logs secrets and never logs at all: the caller logs once at the edge.
+ */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct secret;
+struct http_client;
+
+struct kms_error {
+	int http_status;      /* 0 when not an HTTP reply */
+	char code[96];        /* vendor error code, e.g. "AccessDeniedException"; "" when none */
+	char message[384];    /* one line, no secrets, no bodies */
+	char request_id[96];  /* vendor request id when the reply had one */
+};
+
+/* Fill @e (NULL-safe) with a code and a printf-style message; returns @r for `return kms_error_set(..)`. */
+int kms_error_set(struct kms_error *e, int r, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* What a wrapped secret is bound to.  The AAD bytes are KMSCRYPT_AAD_PREFIX "<uuid>:<keyslot>". */
+struct kms_aad {
+	const char *uuid; /* LUKS2 UUID, lower case with dashes */
+	int keyslot;
+};
+/* Writes the AAD string into @buf (NUL-terminated); returns its length or -ENOBUFS. */
+int kms_aad_format(const struct kms_aad *aad, char *buf, size_t n);
+
+/* A wrapped secret as stored in the LUKS2 token (include/kmscrypt/token.h). */
+struct kms_wrapped {
+	char *key_id;      /* key identity used (ARN, key name, KMIP unique id, fingerprint) */
+	char *key_version; /* "" when the KMS has no versions */
+	char *alg;         /* provider-defined algorithm name */
+	uint8_t *blob;     /* provider-defined bytes (ciphertext, may carry IV/nonce/tag) */
+	size_t blob_len;
+};
+void kms_wrapped_done(struct kms_wrapped *w);
+
+/* One line "Key=Value" of a configuration file. */
+struct kms_setting {
+	char *key;
+	char *value;
+	unsigned line;
+};
+
+/* A named KMS configuration: /etc/kmscrypt/kms/<name>.conf, parsed by config/kms_config.c. */
+struct kms_config {
+	char *name;
+	const struct kms_provider *provider;
+	struct kms_setting *settings;
+	size_t n_settings;
+};
+const char *kms_config_get(const struct kms_config *c, const char *key); /* NULL when unset */
+
+enum {
+	KMS_OPT_REQUIRED = 1 << 0,     /* must be set */
+	KMS_OPT_CREDENTIAL = 1 << 1,   /* may be changed by `kms edit` */
+	KMS_OPT_PATH = 1 << 2,         /* a file path, stored absolute */
+	KMS_OPT_SECRET = 1 << 3,       /* secret value: read from a file (--<flag>-file), masked on show */
+	KMS_OPT_KEY_IDENTITY = 1 << 4, /* identifies the master key: immutable once a volume used it */
+	KMS_OPT_BOOL = 1 << 5,         /* a switch without argument; stored as "yes" */
+};
+
+/* A setting a provider accepts: the configuration file key and its command line flag. */
+struct kms_option {
+	const char *key;  /* e.g. "KeyFile" */
+	const char *flag; /* e.g. "key-file" (used as --key-file); for KMS_OPT_SECRET, --<flag>-file */
+	unsigned flags;
+	const char *help;
+};
+
+/* What one command run shares between providers and volumes. */
+struct kms_runtime {
+	struct http_client *http; /* shared HTTPS transport (NULL where unused) */
+	const char *config_dir;
+	int timeout_ms;           /* overall deadline for one KMS operation incl. retries */
+};
+
+/* What `kms check`/`kms show` print about the key. */
+struct kms_key_info {
+	char key_id[512];
+	char key_version[128];
+	char state[64];        /* "enabled", "Active", ... as the KMS says */
+	char description[256]; /* e.g. "AES-256-GCM key file, fingerprint 1a2b..." */
+};
+
+struct kms_provider {
+	const char *name;        /* "local", "aws", "vault", "kmip", ... */
+	const char *description; /* one line for `kms create --help` */
+	const char *warning;     /* printed by `kms show`, e.g. "not for production"; may be NULL */
+	const struct kms_option *options; /* terminated by an entry with key == NULL */
+
+	/* `kms create`: check settings and, where the provider does so, create the master key; may add
+	 * settings to @cfg (e.g. a KeyId the KMS assigned).  Optional. */
+	int (*provision)(struct kms_config *cfg, const struct kms_runtime *rt, struct kms_error *err);
+	/* Prepare a context for this run: load credentials, parse endpoints.  No network I/O. */
+	int (*open)(const struct kms_config *cfg, const struct kms_runtime *rt, void **ret_ctx,
+		    struct kms_error *err);
+	void (*close)(void *ctx);
+	/* Authenticate and validate the key (enabled, usable for wrap/unwrap). */
+	int (*describe)(void *ctx, struct kms_key_info *ret, struct kms_error *err);
+	int (*wrap)(void *ctx, const struct kms_aad *aad, const struct secret *plain,
+		    struct kms_wrapped *ret, struct kms_error *err);
+	int (*unwrap)(void *ctx, const struct kms_aad *aad, const struct kms_wrapped *w,
+		      struct secret **ret, struct kms_error *err);
+};
+
+/* The registry (kms/registry.c). */
+const struct kms_provider *kms_provider_find(const char *name);
+const struct kms_provider *const *kms_provider_all(void); /* NULL-terminated */

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+#include <string.h>
+
+#include "kms/provider.h"
+
+extern const struct kms_provider kms_provider_local;
+
+static const struct kms_provider *const providers[] = {
+	&kms_provider_local,
+	NULL,
+};
+
+const struct kms_provider *kms_provider_find(const char *name)
+{
+	for (size_t i = 0; providers[i]; i++)
+		if (strcmp(providers[i]->name, name) == 0)
+			return providers[i];
+	return NULL;
+}
+
+const struct kms_provider *const *kms_provider_all(void)
+{
+	return providers;
+}

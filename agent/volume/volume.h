@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The volume layer: the only code that calls libcryptsetup, libdevmapper, libblkid and keyutils.
+ *
+ * Return values follow STYLE.md section 5: 0 on success or a negative errno:
+ *   -ENOENT    no such device or mapping          -ENODEV  not a LUKS2 volume / no kmscrypt token
+ *   -EEXIST    device carries a signature / mapping exists / keyslot in use
+ *   -EPERM     the secret does not open the keyslot          -EBUSY  device or mapping busy
+ *   -EBADMSG   malformed token JSON or dm table              -ENOTSUP kernel lacks device-mapper
+ *   other      -errno from the libraries
+ * Functions here log nothing above LOG_DEBUG; the CLI logs once.  Secrets come in as struct secret and
+ * are handed to the kernel through the keyring only: never hex in a dm table.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct secret;
+
+/* ---- probing ---------------------------------------------------------------------------------- */
+
+/* Is there anything on @device?  0 when blank; -EEXIST with *ret_what (heap string, e.g. "ext4
+ * filesystem", "dos partition table", "LUKS2 header") when a signature is found. */
+int volume_probe_blank(const char *device, char **ret_what);
+
+struct volume_header {
+	char uuid[40];       /* LUKS UUID */
+	char label[64];      /* LUKS2 label ("" when none) */
+	int token_id;        /* id of the kmscrypt token, -1 when none */
+	char *token_json;    /* that token's JSON (heap), NULL when none */
+};
+void volume_header_done(struct volume_header *h);
+
+/* Load the LUKS2 header of @device (block device or image file).  -ENODEV when it is not LUKS2. */
+int volume_read_header(const char *device, struct volume_header *ret);
+
+/* Every block device (from /sys/class/block) with a LUKS2 header carrying a kmscrypt token, as a
+ * NULL-terminated array of "/dev/..." paths, in a stable order. */
+int volume_scan(char ***ret_devices);
+
+/* ---- header changes (work on image files, no device-mapper needed) ---------------------------- */
+
+struct volume_format_params {
+	const char *uuid;          /* LUKS UUID to use (the secret is wrapped for it before formatting) */
+	const char *label;         /* NULL for none */
+	int keyslot;               /* keyslot for @secret (0) */
+	const struct secret *secret;    /* opens @keyslot, PBKDF2 1000 iterations, no benchmark */
+	const struct secret *recovery;  /* NULL, or a passphrase for keyslot @keyslot+1 (same PBKDF) */
+	const char *token_json;    /* kmscrypt token to import, assigned to @keyslot */
+	uint32_t sector_size;      /* 0: 4096 where the device allows it, else 512 */
+};
+/* New LUKS2 header: aes-xts-plain64, 512-bit random volume key. */
+int volume_format(const char *device, const struct volume_format_params *p);
+
+/* First free keyslot of @device's header (for bind: the secret is wrapped for it first). */
+int volume_free_keyslot(const char *device, int *ret_keyslot);
+
+/* Add keyslot @keyslot opened by @secret, authorised by @auth (an existing passphrase or key file
+ * contents, any keyslot), then import @token_json assigned to it.  On any failure after the keyslot
+ * was added it is destroyed again: the header is left as it was. */
+int volume_bind(const char *device, const struct secret *auth, int keyslot,
+		const struct secret *secret, const char *token_json);
+
+/* Remove the kmscrypt token and its keyslot(s).  Refuses (-EPERM) when that would leave no keyslot. */
+int volume_unbind(const char *device);
+
+/* Does @secret open @keyslot of @device?  No activation.  0 or -EPERM. */
+int volume_test_secret(const char *device, int keyslot, const struct secret *secret);
+
+/* ---- device-mapper ----------------------------------------------------------------------------- */
+
+/*
+ * Activate @device as /dev/mapper/@name: @secret is added as a `user` key "kmscrypt:<uuid>" to the
+ * process keyring with a 30 s expiry, crypt_activate_by_keyring() opens @keyslot with it, and the key
+ * is invalidated right after.  Then the live table is checked: it must name a ":64:logon:" key and
+ * hold no hex key, else the mapping is removed again and -EBADMSG returned.
+ */
+int volume_activate(const char *device, const char *name, int keyslot, const struct secret *secret);
+
+/* crypt_deactivate(). */
+int volume_deactivate(const char *name);
+
+struct volume_wipe_report {
+	uint64_t suspend_usec;    /* time crypt_suspend() took (suspend + key wipe) */
+	int keys_invalidated;     /* kmscrypt/cryptsetup keys for this volume removed from keyrings */
+	bool table_key_zero;      /* the table shows an all-zero key afterwards */
+};
+/* Suspend @name and wipe its key from dm-crypt (crypt_suspend), invalidate any key for the volume in
+ * the keyrings we can reach, and verify the table now shows an all-zero key.  Never does I/O on the
+ * suspended device. */
+int volume_suspend_wipe(const char *name, struct volume_wipe_report *ret);
+
+/* Resume a suspended @name with @secret (opens @keyslot), then verify the table names a logon key. */
+int volume_resume(const char *name, int keyslot, const struct secret *secret);
+
+enum volume_key_state {
+	VOLUME_KEY_NONE = 0,  /* no mapping */
+	VOLUME_KEY_KEYRING,   /* table names ":<n>:logon:<desc>" */
+	VOLUME_KEY_WIPED,     /* all-zero key (suspended with key wipe) */
+	VOLUME_KEY_HEX,       /* a hex key in the table: never produced by kmscrypt */
+};
+
+struct volume_mapping {
+	char name[128];
+	char uuid[40];        /* LUKS UUID from the dm uuid "CRYPT-LUKS2-<hex>-<name>" */
+	char device[256];     /* backing device path, e.g. /dev/loop0 */
+	bool suspended;
+	enum volume_key_state key;
+	char key_desc[160];   /* keyring description when key == VOLUME_KEY_KEYRING */
+};
+
+/* Inspect mapping @name.  -ENOENT when it does not exist, -ENOTSUP when dm is unavailable. */
+int volume_mapping_info(const char *name, struct volume_mapping *ret);
+/* The mapping of LUKS volume @uuid, if any: -ENOENT when none. */
+int volume_mapping_find(const char *uuid, struct volume_mapping *ret);
+/* All LUKS2 crypt mappings (NULL-terminated array of heap structs) for status/--all. */
+int volume_mapping_list(struct volume_mapping ***ret);
+void volume_mapping_list_free(struct volume_mapping **l);
+
+/* Count keys whose description starts with "kmscrypt:" in /proc/keys (for checks and tests). */
+int volume_keyring_count_kmscrypt(void);
