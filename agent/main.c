@@ -1,6 +1,171 @@
 /* SPDX-License-Identifier: MIT */
+/* argv -> command; process hardening; the only place that calls exit(). */
+#include <errno.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "kms/provider.h"
+#include "kmscrypt/exit.h"
+#include "kmscrypt/version.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(struct cli *, int, char **);
+} commands[] = {
+	{"kms", cmd_kms},       {"format", cmd_format}, {"bind", cmd_bind},
+	{"unbind", cmd_unbind}, {"check", cmd_check},   {"unlock", cmd_unlock},
+	{"lock", cmd_lock},     {"revoke", cmd_revoke}, {"restore", cmd_restore},
+	{"status", cmd_status},
+};
+
+static void harden(void)
 {
+	/* No core dumps, no ptrace by other users: key material passes through this process. */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	(void)setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0});
+	umask(077);
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *ret)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v == 0 || v > max)
+		return -EINVAL;
+	*ret = (unsigned)v;
 	return 0;
+}
+
+/* Take the global options out of argv (they may stand anywhere before "--"). */
+static int parse_globals(struct cli *c, int *argc, char **argv, bool *help, bool *version)
+{
+	int out = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+		const char **dst = NULL;
+		const char *val = NULL;
+
+		if (strcmp(a, "--") == 0) {
+			while (i < *argc)
+				argv[out++] = argv[i++];
+			break;
+		}
+		if (!strcmp(a, "--json")) {
+			c->json = true;
+			continue;
+		}
+		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			c->quiet = true;
+			continue;
+		}
+		if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+			log_max_level = LOG_DEBUG;
+			continue;
+		}
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			*help = true;
+			continue;
+		}
+		if (!strcmp(a, "--version")) {
+			*version = true;
+			continue;
+		}
+		if (!strncmp(a, "--config-dir", 12))
+			dst = &c->config_dir;
+		else if (!strncmp(a, "--state-dir", 11))
+			dst = &c->state_dir;
+		if (dst || !strncmp(a, "--timeout", 9)) {
+			const char *eq = strchr(a, '=');
+			size_t flen = eq ? (size_t)(eq - a) : strlen(a);
+			if (flen != (dst == &c->config_dir ? 12u : dst ? 11u : 9u)) {
+				argv[out++] = argv[i];
+				continue;
+			}
+			if (eq)
+				val = eq + 1;
+			else if (i + 1 < *argc)
+				val = argv[++i];
+			else
+				return log_error_errno(EINVAL, "Option '%s' needs a value.", a);
+			if (!*val)
+				return log_error_errno(EINVAL, "Option '%.*s' needs a value.", (int)flen,
+						       a);
+			if (dst)
+				*dst = val;
+			else if (parse_uint(val, 3600, &c->timeout_sec) < 0)
+				return log_error_errno(EINVAL, "--timeout takes seconds, 1 to 3600.");
+			continue;
+		}
+		argv[out++] = argv[i];
+	}
+	argv[out] = NULL;
+	*argc = out;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c = {
+		.config_dir = "/etc/kmscrypt",
+		.state_dir = "/var/lib/kmscrypt",
+		.timeout_sec = 30,
+		.lock_timeout_sec = 120,
+	};
+	bool help = false, version = false;
+	const char *e;
+	int r;
+
+	harden();
+	log_setup();
+	if ((e = secure_getenv("KMSCRYPT_CONFIG_DIR")) && *e)
+		c.config_dir = e;
+	if ((e = secure_getenv("KMSCRYPT_STATE_DIR")) && *e)
+		c.state_dir = e;
+	if (parse_globals(&c, &argc, argv, &help, &version) < 0)
+		return KMSCRYPT_EXIT_USAGE;
+	log_set_quiet(c.quiet);
+	c.rt.config_dir = c.config_dir;
+	c.rt.timeout_ms = (int)c.timeout_sec * 1000;
+
+	if (version) {
+		printf("kmscrypt %s\n", KMSCRYPT_VERSION);
+		return 0;
+	}
+	if (argc < 2) {
+		cli_help(NULL, help ? stdout : stderr);
+		return help ? 0 : KMSCRYPT_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "help")) {
+		if (argc > 2 && cli_help(argv[2], stdout) < 0) {
+			log_error("No help for '%s'.", argv[2]);
+			return KMSCRYPT_EXIT_USAGE;
+		}
+		if (argc <= 2)
+			cli_help(NULL, stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(argv[1], commands[i].name) != 0)
+			continue;
+		if (help) {
+			cli_help(commands[i].name, stdout);
+			return 0;
+		}
+		r = commands[i].fn(&c, argc - 1, argv + 1);
+		fflush(stdout);
+		return r;
+	}
+	log_error("Unknown command '%s'. See 'kmscrypt --help'.", argv[1]);
+	return KMSCRYPT_EXIT_USAGE;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kmscrypt/token.h"
 #include "kms/provider.h"
 #include "util/secret.h"
 
@@ -27,7 +28,7 @@ int kms_error_set(struct kms_error *e, int r, const char *code, const char *fmt,
 
 int kms_aad_format(const struct kms_aad *aad, char *buf, size_t n)
 {
-	int k = snprintf(buf, n, "kmscrypt:v1:%s:%d", aad->uuid, aad->keyslot);
+	int k = snprintf(buf, n, KMSCRYPT_AAD_PREFIX "%s:%d", aad->uuid, aad->keyslot);
 
 	if (k < 0 || (size_t)k >= n)
 		return -ENOBUFS;
@@ -45,10 +46,3 @@ void kms_wrapped_done(struct kms_wrapped *w)
 	memset(w, 0, sizeof(*w));
 }
 
-const char *kms_config_get(const struct kms_config *c, const char *key)
-{
-	for (size_t i = 0; i < c->n_settings; i++)
-		if (strcmp(c->settings[i].key, key) == 0)
-			return c->settings[i].value;
-	return NULL;
-}

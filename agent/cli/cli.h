@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* Command implementations.  Each cmd_*() returns a process exit code (include/kmscrypt/exit.h) and
+ * logs its errors once, naming the volume, the cause and what to do next. */
+#pragma once
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "kms/provider.h"
+
+struct json_object;
+struct kmscrypt_token;
+struct volume_header;
+
+struct cli {
+	const char *config_dir;  /* --config-dir, $KMSCRYPT_CONFIG_DIR, /etc/kmscrypt */
+	const char *state_dir;   /* --state-dir, $KMSCRYPT_STATE_DIR, /var/lib/kmscrypt */
+	bool json;               /* --json: machine output on stdout */
+	bool quiet;
+	unsigned timeout_sec;    /* --timeout: overall deadline of one KMS operation */
+	unsigned lock_timeout_sec;
+	struct kms_runtime rt;
+};
+
+/* -errno -> exit code (the table in kmscrypt(8)). */
+int cli_exit_code(int r);
+const char *cli_exit_name(int code);
+
+/* The state-dir lock; logs on failure.  Returns fd or -errno. */
+int cli_lock(const struct cli *c);
+
+/* Load KMS configuration @name from the config dir; logs (naming file:line) on failure. */
+int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret);
+int cli_kms_path(const struct cli *c, const char *name, char **ret);
+
+/* An opened provider for one configuration. */
+struct kms_handle {
+	struct kms_config cfg;
+	void *ctx;
+	int open_r;               /* result of open; < 0: every use fails with it */
+	struct kms_error open_err;
+};
+int kms_handle_open(const struct cli *c, const char *name, struct kms_handle *ret);
+void kms_handle_done(struct kms_handle *h);
+/* Unwrap the secret of a volume through @h; fills @err; no logging. */
+int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscrypt_token *t,
+		      struct secret **ret, struct kms_error *err);
+
+/* "<code>: <message> (HTTP n, request id)" into @buf for one-line errors. */
+void kms_error_describe(const struct kms_error *e, char *buf, size_t n);
+/* What to tell the operator after an unwrap error. */
+const char *cli_hint_for(int r);
+
+/* Read a header and its kmscrypt token; logs when @log is set.  -ENODEV: no LUKS2/no token. */
+int cli_read_volume(const char *device, struct volume_header *ret_hdr,
+		    struct kmscrypt_token *ret_tok, bool log);
+
+/* Default mapping name for a volume: its label when usable, else "kmscrypt-<uuid8>". */
+void cli_default_mapping(const char *label, const char *uuid, char *buf, size_t n);
+int cli_mapping_name_valid(const char *name);
+
+/* Print a JSON object on stdout (pretty) and free it. */
+void cli_print_json(struct json_object *o);
+
+double now_ms(void);
+/* A JSON number of milliseconds with microsecond precision. */
+struct json_object *json_ms(double ms);
+
+int cmd_kms(struct cli *c, int argc, char **argv);
+int cmd_format(struct cli *c, int argc, char **argv);
+int cmd_bind(struct cli *c, int argc, char **argv);
+int cmd_unbind(struct cli *c, int argc, char **argv);
+int cmd_check(struct cli *c, int argc, char **argv);
+int cmd_unlock(struct cli *c, int argc, char **argv);
+int cmd_lock(struct cli *c, int argc, char **argv);
+int cmd_revoke(struct cli *c, int argc, char **argv);
+int cmd_restore(struct cli *c, int argc, char **argv);
+int cmd_status(struct cli *c, int argc, char **argv);
+
+/* Help texts (cli/help.c); cli_help() prints the one for @cmd (NULL: overview). */
+int cli_help(const char *cmd, FILE *f);

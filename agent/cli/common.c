@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "cli/cli.h"
+#include "codec/token.h"
+#include "config/kms_config.h"
+#include "kmscrypt/exit.h"
+#include "state/state.h"
+#include "util/cleanup.h"
+#include "util/fileio.h"
+#include "util/log.h"
+#include "util/secret.h"
+#include "volume/volume.h"
+
+int cli_exit_code(int r)
+{
+	switch (r) {
+	case 0:
+		return KMSCRYPT_EXIT_OK;
+	case -EACCES:
+		return KMSCRYPT_EXIT_DENIED;
+	case -EAGAIN:
+	case -ETIMEDOUT:
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+		return KMSCRYPT_EXIT_UNAVAILABLE;
+	case -EBADMSG:
+		return KMSCRYPT_EXIT_INVALID;
+	case -ENOENT:
+	case -ENODEV:
+	case -ENXIO:
+		return KMSCRYPT_EXIT_NOT_FOUND;
+	case -EEXIST:
+	case -EBUSY:
+	case -ENOTEMPTY:
+	case -EALREADY:
+		return KMSCRYPT_EXIT_CONFLICT;
+	case -EINVAL:
+		return KMSCRYPT_EXIT_USAGE;
+	case -EPERM:
+	case -ENOTSUP:
+	case -EIO:
+	case -ENOSPC:
+		return KMSCRYPT_EXIT_VOLUME;
+	default:
+		return KMSCRYPT_EXIT_FAILURE;
+	}
+}
+
+const char *cli_exit_name(int code)
+{
+	static const char *const names[] = {"ok",        "failure",  "usage",
+					    "denied",    "unavailable", "volume",
+					    "not-found", "conflict", "invalid"};
+
+	return code >= 0 && code < (int)ARRAY_SIZE(names) ? names[code] : "failure";
+}
+
+const char *cli_hint_for(int r)
+{
+	switch (r) {
+	case -EACCES:
+		return "restore access to the key at the KMS (or fix the credentials with 'kmscrypt kms "
+		       "edit'), then retry";
+	case -EAGAIN:
+	case -ETIMEDOUT:
+		return "the KMS could not be reached in time; check the network and endpoint, then retry";
+	case -EBADMSG:
+		return "the token or the KMS reply is malformed; check the volume with 'kmscrypt check' "
+		       "and open it with its recovery key if needed";
+	default:
+		return "see 'kmscrypt status' and the audit log";
+	}
+}
+
+double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+struct json_object *json_ms(double ms)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%.3f", ms);
+	return json_object_new_double_s(ms, buf);
+}
+
+int cli_lock(const struct cli *c)
+{
+	int fd = state_lock(c->state_dir, c->lock_timeout_sec);
+
+	if (fd == -EBUSY)
+		return log_error_errno(fd,
+				       "Another kmscrypt command has held '%s/lock' for %u s; wait "
+				       "for it to finish and retry.",
+				       c->state_dir, c->lock_timeout_sec);
+	if (fd < 0)
+		return log_error_errno(fd, "Cannot take the lock in state dir '%s': %m", c->state_dir);
+	return fd;
+}
+
+int cli_kms_path(const struct cli *c, const char *name, char **ret)
+{
+	return asprintf(ret, "%s/kms/%s.conf", c->config_dir, name) < 0 ? -ENOMEM : 0;
+}
+
+int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	struct config_error err = {};
+	size_t len;
+	int r;
+
+	if (!kms_config_name_valid(name))
+		return log_error_errno(EINVAL,
+				       "Invalid KMS configuration name '%s': use letters, digits, '.', "
+				       "'_' and '-' (at most 64).",
+				       name);
+	r = cli_kms_path(c, name, &path);
+	if (r < 0)
+		return r;
+	r = read_file_text(path, 64 * 1024, &text, &len);
+	if (r == -ENOENT)
+		return log_error_errno(r,
+				       "No KMS configuration '%s' (%s). Create it with 'kmscrypt kms "
+				       "create %s --provider ...' or list them with 'kmscrypt kms list'.",
+				       name, path, name);
+	if (r < 0)
+		return log_error_errno(r, "Cannot read KMS configuration '%s': %m", path);
+	r = kms_config_parse(name, text, len, kms_provider_all(), ret, &err);
+	explicit_bzero(text, len);
+	if (r == -ENOMEM)
+		return log_error_errno(r, "Out of memory.");
+	if (r < 0) {
+		if (err.line)
+			log_error("%s:%u: %s. Fix the file or recreate the configuration.", path,
+				  err.line, err.message);
+		else
+			log_error("%s: %s. Fix the file or recreate the configuration.", path,
+				  err.message);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int kms_handle_open(const struct cli *c, const char *name, struct kms_handle *ret)
+{
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = cli_kms_load(c, name, &ret->cfg);
+	if (r < 0)
+		return r;
+	ret->open_r = ret->cfg.provider->open(&ret->cfg, &c->rt, &ret->ctx, &ret->open_err);
+	return 0;
+}
+
+void kms_handle_done(struct kms_handle *h)
+{
+	if (!h)
+		return;
+	if (h->ctx)
+		h->cfg.provider->close(h->ctx);
+	kms_config_done(&h->cfg);
+	memset(h, 0, sizeof(*h));
+}
+
+int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscrypt_token *t,
+		      struct secret **ret, struct kms_error *err)
+{
+	struct kms_aad aad = {.uuid = uuid, .keyslot = t->keyslot};
+	struct kms_wrapped w = {
+		.key_id = t->key_id,
+		.key_version = t->key_version,
+		.alg = t->alg,
+		.blob = t->blob,
+		.blob_len = t->blob_len,
+	};
+
+	if (h->open_r < 0) {
+		*err = h->open_err;
+		return h->open_r;
+	}
+	if (strcmp(t->provider, h->cfg.provider->name) != 0)
+		return kms_error_set(err, -EACCES, "ProviderMismatch",
+				     "volume was wrapped by provider %s, but configuration '%s' uses %s",
+				     t->provider, h->cfg.name, h->cfg.provider->name);
+	return h->cfg.provider->unwrap(h->ctx, &aad, &w, ret, err);
+}
+
+void kms_error_describe(const struct kms_error *e, char *buf, size_t n)
+{
+	int k = 0;
+
+	if (e->message[0])
+		k = snprintf(buf, n, "%s", e->message);
+	else
+		k = snprintf(buf, n, "no detail");
+	if (k >= 0 && (size_t)k < n && e->code[0])
+		k += snprintf(buf + k, n - (size_t)k, " [%s", e->code);
+	if (k >= 0 && (size_t)k < n && e->code[0] && e->http_status)
+		k += snprintf(buf + k, n - (size_t)k, ", HTTP %d", e->http_status);
+	if (k >= 0 && (size_t)k < n && e->code[0] && e->request_id[0])
+		k += snprintf(buf + k, n - (size_t)k, ", request %s", e->request_id);
+	if (k >= 0 && (size_t)k < n && e->code[0])
+		snprintf(buf + k, n - (size_t)k, "]");
+}
+
+int cli_read_volume(const char *device, struct volume_header *ret_hdr,
+		    struct kmscrypt_token *ret_tok, bool log)
+{
+	struct volume_header h = {};
+	char why[256] = "";
+	int r;
+
+	r = volume_read_header(device, &h);
+	if (r < 0) {
+		if (!log)
+			return r;
+		if (r == -ENOENT)
+			return log_error_errno(r, "Device '%s' does not exist.", device);
+		if (r == -ENODEV || r == -EINVAL)
+			return log_error_errno(ENODEV,
+					       "'%s' is not a LUKS2 volume. Format it with 'kmscrypt "
+					       "format' or bind an existing LUKS2 volume with 'kmscrypt "
+					       "bind'.",
+					       device);
+		return log_error_errno(r, "Cannot read the LUKS2 header of '%s': %m", device);
+	}
+	if (h.token_id < 0 || !h.token_json) {
+		if (log)
+			log_error("'%s' (UUID %s) has no kmscrypt token. Bind it with 'kmscrypt bind "
+				  "%s --kms NAME --key-file FILE'.",
+				  device, h.uuid, device);
+		volume_header_done(&h);
+		return -ENODEV;
+	}
+	if (ret_tok) {
+		r = token_parse(h.token_json, ret_tok, why, sizeof(why));
+		if (r < 0) {
+			if (log)
+				log_error("The kmscrypt token %d of '%s' (UUID %s) is invalid: %s. Open "
+					  "the volume with its recovery key and re-bind it.",
+					  h.token_id, device, h.uuid, why);
+			volume_header_done(&h);
+			return r;
+		}
+	}
+	*ret_hdr = h;
+	return 0;
+}
+
+int cli_mapping_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 120 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+		      (name[i] >= '0' && name[i] <= '9') || strchr("._-+", name[i])))
+			return 0;
+	return 1;
+}
+
+void cli_default_mapping(const char *label, const char *uuid, char *buf, size_t n)
+{
+	if (label && *label && cli_mapping_name_valid(label)) {
+		snprintf(buf, n, "%s", label);
+		return;
+	}
+	snprintf(buf, n, "kmscrypt-%.8s", uuid);
+}
+
+void cli_print_json(struct json_object *o)
+{
+	fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							JSON_C_TO_STRING_SPACED |
+							JSON_C_TO_STRING_NOSLASHESCAPE),
+	      stdout);
+	fputc('\n', stdout);
+	json_object_put(o);
+}

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "kmscrypt/version.h"
+#include "util/cleanup.h"
+
+static const char overview[] =
+	"Usage: kmscrypt [OPTIONS] COMMAND [ARGS]\n"
+	"\n"
+	"Keep LUKS2 volumes encrypted with keys that you control in your KMS. The per-volume secret\n"
+	"is wrapped by the KMS and stored in a LUKS2 token; at unlock it is unwrapped and handed\n"
+	"to dm-crypt through the kernel keyring, never as hex in a table, file, argv or log.\n"
+	"\n"
+	"KMS configurations:\n"
+	"  kms create NAME --provider P [OPTIONS]  create a named KMS configuration\n"
+	"  kms list | show NAME | check NAME       list, show (secrets masked), prove it works\n"
+	"  kms edit NAME [OPTIONS]                 change credentials (never the key)\n"
+	"  kms delete NAME                         delete one that no volume ever used\n"
+	"\n"
+	"Volumes:\n"
+	"  format DEVICE --kms NAME [--label L] [--recovery-key-file F] [--force]\n"
+	"  bind DEVICE --kms NAME --key-file F     add kmscrypt to an existing LUKS2 volume\n"
+	"  unbind DEVICE                           remove the kmscrypt token and keyslot\n"
+	"  check DEVICE                            unwrap and test the secret, no activation\n"
+	"  unlock DEVICE [--name M] | --all        open through the KMS (skips revoked volumes)\n"
+	"  lock MAPPING | --all                    close\n"
+	"  revoke MAPPING | --all [--reason TEXT]  suspend and wipe keys from the kernel\n"
+	"  restore MAPPING | --all                 unwrap again through the KMS and resume\n"
+	"  status [MAPPING|DEVICE] [--json]        what is open, revoked, and where keys are\n"
+	"\n"
+	"Options:\n"
+	"  --config-dir DIR   KMS configurations (default /etc/kmscrypt; $KMSCRYPT_CONFIG_DIR)\n"
+	"  --state-dir DIR    state, audit log, lock (default /var/lib/kmscrypt; "
+	"$KMSCRYPT_STATE_DIR)\n"
+	"  --json             machine-readable output on stdout\n"
+	"  --timeout SEC      deadline of one KMS operation, retries included (default 30)\n"
+	"  -q, --quiet        print errors only      -v, --verbose  debug log\n"
+	"  -h, --help         this help; 'kmscrypt COMMAND --help' for one command\n"
+	"  --version          print the version\n"
+	"\n"
+	"Exit status: 0 ok, 1 failure, 2 usage, 3 KMS denied, 4 KMS unavailable, 5 volume error,\n"
+	"6 not found, 7 conflict, 8 invalid token/reply/config. See kmscrypt(8).\n";
+
+static const struct {
+	const char *cmd;
+	const char *text;
+} helps[] = {
+	{"kms",
+	 "Usage: kmscrypt kms create NAME --provider PROVIDER [PROVIDER OPTIONS] [--description T]\n"
+	 "       kmscrypt kms list [--json]\n"
+	 "       kmscrypt kms show NAME [--json]\n"
+	 "       kmscrypt kms edit NAME [CREDENTIAL OPTIONS]\n"
+	 "       kmscrypt kms delete NAME\n"
+	 "       kmscrypt kms check NAME [--json]\n"
+	 "\n"
+	 "A KMS configuration names a provider, its endpoint and credentials, and the customer\n"
+	 "master key that wraps volume secrets. It is stored as CONFIG_DIR/kms/NAME.conf (mode\n"
+	 "0600). 'create' and 'check' prove the configuration with a wrap/unwrap round trip.\n"
+	 "'edit' changes credentials only: the key a configuration names is immutable, because\n"
+	 "volumes wrapped with it need it. 'delete' is refused once any volume was bound to the\n"
+	 "configuration (old headers and backups may still need it). Secrets are read from\n"
+	 "files (--...-file F, '-' for stdin), never from the command line.\n"
+	 "\n"
+	 "Provider local (tests and labs only):\n"
+	 "  --key-file PATH    256-bit master key: 32 raw bytes or base64 text\n"
+	 "  --generate         create PATH with a new random key (mode 0600, never overwrites)\n"
+	 "\n"
+	 "Example:\n"
+	 "  kmscrypt kms create lab --provider local --key-file /etc/kmscrypt/lab.key --generate\n"},
+	{"format",
+	 "Usage: kmscrypt format DEVICE --kms NAME [--label L] [--recovery-key-file F] [--force]\n"
+	 "                       [--sector-size N]\n"
+	 "\n"
+	 "Create a new LUKS2 volume (aes-xts-plain64, 512-bit volume key, 4096-byte sectors\n"
+	 "where the device allows) whose keyslot 0 opens with a random 256-bit secret. The\n"
+	 "secret is wrapped through KMS configuration NAME, bound to the volume UUID and keyslot,\n"
+	 "and stored in a LUKS2 token of type 'kmscrypt'. The KMS is asked first: if it fails,\n"
+	 "the device is not touched. --recovery-key-file writes a printable recovery passphrase\n"
+	 "(keyslot 1) to the new file F. A device carrying a filesystem, partition table or\n"
+	 "LUKS header is refused unless --force; an open volume is always refused. DEVICE may be\n"
+	 "an image file.\n"},
+	{"bind",
+	 "Usage: kmscrypt bind DEVICE --kms NAME --key-file FILE\n"
+	 "\n"
+	 "Add kmscrypt to an existing LUKS2 volume: a new keyslot opened by a KMS-wrapped secret\n"
+	 "and its token. FILE holds an existing passphrase or key file of the volume, used\n"
+	 "verbatim like cryptsetup --key-file ('-' reads stdin). Nothing changes on failure.\n"},
+	{"unbind", "Usage: kmscrypt unbind DEVICE\n"
+		   "\n"
+		   "Remove the kmscrypt token and its keyslot. Refused when that keyslot is the "
+		   "only one.\nThe KMS configuration keeps its record of the volume.\n"},
+	{"check", "Usage: kmscrypt check DEVICE [--json]\n"
+		  "\n"
+		  "Unwrap the volume's secret through its KMS and verify that it opens its keyslot,\n"
+		  "without activating anything. Works on image files and without device-mapper.\n"},
+	{"unlock",
+	 "Usage: kmscrypt unlock DEVICE [--name MAPPING] [--json]\n"
+	 "       kmscrypt unlock --all [--json]\n"
+	 "\n"
+	 "Unwrap the secret through the KMS and activate /dev/mapper/MAPPING (default: the LUKS2\n"
+	 "label, else kmscrypt-<uuid8>). The secret goes into a process-private kernel keyring as\n"
+	 "a short-lived 'user' key, libcryptsetup hands the volume key to dm-crypt as a 'logon'\n"
+	 "key, and the live table is checked to name the key and hold no hex. --all scans block\n"
+	 "devices for kmscrypt volumes, unlocks them concurrently and skips revoked ones; one\n"
+	 "failing volume does not stop the others. Exit status: that of the first failure.\n"},
+	{"lock", "Usage: kmscrypt lock MAPPING|DEVICE | --all\n"
+		 "\n"
+		 "Close kmscrypt mappings. A revoked volume stays revoked.\n"},
+	{"revoke",
+	 "Usage: kmscrypt revoke MAPPING|DEVICE | --all [--reason TEXT] [--json]\n"
+	 "\n"
+	 "Pause volumes: suspend each device and wipe its key from dm-crypt, invalidate any\n"
+	 "kmscrypt key left in a keyring, and mark it revoked in the state dir so no reboot\n"
+	 "unlocks it. I/O to a revoked device waits (it does not fail) until restore. A closed\n"
+	 "volume is only marked. Prints per volume what was wiped and how long it took.\n"},
+	{"restore",
+	 "Usage: kmscrypt restore MAPPING|DEVICE|UUID | --all [--json]\n"
+	 "\n"
+	 "Unwrap the secret through the KMS again and resume the suspended device (or reopen a\n"
+	 "closed one), then clear the revoked mark. While the KMS denies access this fails with\n"
+	 "exit status 3 and the device stays suspended with its data intact.\n"},
+	{"status", "Usage: kmscrypt status [MAPPING|DEVICE|UUID] [--json]\n"
+		   "\n"
+		   "Show each kmscrypt volume: device, UUID, mapping, state (inactive, active,\n"
+		   "revoked-suspended, revoked-closed), whether dm-crypt holds its key (keyring) or\n"
+		   "it is wiped, KMS configuration and provider, last unlock/revoke/restore.\n"},
+};
+
+int cli_help(const char *cmd, FILE *f)
+{
+	if (!cmd) {
+		fputs(overview, f);
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(helps); i++)
+		if (strcmp(helps[i].cmd, cmd) == 0) {
+			fputs(helps[i].text, f);
+			return 0;
+		}
+	return -1;
+}

@@ -1,0 +1,776 @@
+/* SPDX-License-Identifier: MIT */
+/* kmscrypt kms create|list|show|edit|delete|check: named KMS configurations. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "cli/cli.h"
+#include "codec/base64.h"
+#include "codec/token.h"
+#include "config/kms_config.h"
+#include "kmscrypt/exit.h"
+#include "state/state.h"
+#include "util/cleanup.h"
+#include "util/fileio.h"
+#include "util/log.h"
+#include "util/secret.h"
+
+#define KMS_SECRET_MAX 16384
+
+struct kms_args {
+	const char *name;
+	const char *provider;
+	const char *description;
+	bool generate;
+	/* provider options seen on the command line, in order */
+	const struct kms_option *opt[32];
+	const char *val[32];
+	size_t n;
+};
+
+static const struct kms_option *find_flag(const struct kms_provider *p, const char *flag,
+					  bool *ret_is_file)
+{
+	size_t fl = strlen(flag);
+
+	for (const struct kms_option *o = p->options; o->key; o++) {
+		size_t ol = strlen(o->flag);
+		if (o->flags & KMS_OPT_SECRET) {
+			if (fl == ol + 5 && strncmp(flag, o->flag, ol) == 0 &&
+			    strcmp(flag + ol, "-file") == 0) {
+				*ret_is_file = true;
+				return o;
+			}
+		} else if (strcmp(flag, o->flag) == 0) {
+			*ret_is_file = false;
+			return o;
+		}
+	}
+	return NULL;
+}
+
+static void print_provider_options(const struct kms_provider *p, FILE *f)
+{
+	fprintf(f, "Options of provider %s (%s):\n", p->name, p->description);
+	for (const struct kms_option *o = p->options; o->key; o++)
+		fprintf(f, "  --%s%s%s  %s%s\n", o->flag, (o->flags & KMS_OPT_SECRET) ? "-file" : "",
+			(o->flags & KMS_OPT_BOOL)     ? ""
+			: (o->flags & KMS_OPT_SECRET) ? " FILE"
+						      : " VALUE",
+			o->help, (o->flags & KMS_OPT_REQUIRED) ? " (required)" : "");
+}
+
+/* Parse "NAME --provider P --flag V ..." (create: @need_provider) or "NAME --flag V" (edit). */
+static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit_provider,
+			  struct kms_args *a, const struct kms_provider **ret_provider)
+{
+	const struct kms_provider *p = edit_provider;
+
+	/* --provider first: it decides which flags exist */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--provider") == 0 && i + 1 < argc)
+			a->provider = argv[++i];
+		else if (strncmp(argv[i], "--provider=", 11) == 0)
+			a->provider = argv[i] + 11;
+	}
+	if (!p) {
+		if (!a->provider)
+			return log_error_errno(EINVAL, "Missing --provider. Known providers: see "
+						       "'kmscrypt kms create --help'.");
+		p = kms_provider_find(a->provider);
+		if (!p)
+			return log_error_errno(EINVAL,
+					       "Unknown provider '%s'. See 'kmscrypt kms create --help'.",
+					       a->provider);
+	} else if (a->provider && strcmp(a->provider, p->name) != 0) {
+		return log_error_errno(EINVAL, "The provider of a configuration cannot be changed; "
+					       "create a new configuration instead.");
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *val = NULL, *eq;
+		char flag[96];
+		const struct kms_option *o;
+		bool is_file = false;
+
+		if (strncmp(arg, "--", 2) != 0) {
+			if (a->name)
+				return log_error_errno(EINVAL, "Unexpected argument '%s'.", arg);
+			a->name = arg;
+			continue;
+		}
+		eq = strchr(arg, '=');
+		snprintf(flag, sizeof(flag), "%.*s", eq ? (int)(eq - arg - 2) : (int)strlen(arg + 2),
+			 arg + 2);
+		if (strcmp(flag, "provider") == 0) {
+			if (!eq)
+				i++;
+			continue;
+		}
+		if (strcmp(flag, "generate") == 0 && !edit_provider && strcmp(p->name, "local") == 0) {
+			a->generate = true;
+			continue;
+		}
+		o = find_flag(p, flag, &is_file);
+		if (!o && strcmp(flag, "description") != 0) {
+			log_error("Unknown option '--%s' for provider %s.", flag, p->name);
+			print_provider_options(p, stderr);
+			return -EINVAL;
+		}
+		if (o && (o->flags & KMS_OPT_BOOL)) {
+			val = "yes";
+		} else if (eq) {
+			val = eq + 1;
+		} else {
+			if (i + 1 >= argc)
+				return log_error_errno(EINVAL, "Option '--%s' needs a value.", flag);
+			val = argv[++i];
+		}
+		if (!o) {
+			a->description = val;
+			continue;
+		}
+		if (a->n >= ARRAY_SIZE(a->opt))
+			return log_error_errno(EINVAL, "Too many options.");
+		a->opt[a->n] = o;
+		a->val[a->n] = val;
+		a->n++;
+	}
+	if (!a->name)
+		return log_error_errno(EINVAL, "Missing the configuration NAME.");
+	if (!kms_config_name_valid(a->name))
+		return log_error_errno(EINVAL,
+				       "Invalid configuration name '%s': use letters, digits, '.', '_' "
+				       "and '-' (at most 64, starting with a letter or digit).",
+				       a->name);
+	*ret_provider = p;
+	return 0;
+}
+
+/* Apply parsed options to @cfg: paths made absolute, secrets read from their files. */
+static int apply_options(struct kms_config *cfg, const struct kms_args *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		const struct kms_option *o = a->opt[i];
+		int r;
+
+		if (o->flags & KMS_OPT_SECRET) {
+			_cleanup_secret_ struct secret *s = NULL;
+			_cleanup_free_ char *v = NULL;
+
+			r = read_file_secret(a->val[i], KMS_SECRET_MAX, 1, &s);
+			if (r < 0)
+				return log_error_errno(r, "Cannot read --%s-file '%s': %m", o->flag,
+						       a->val[i]);
+			if (memchr(s->buf, 0, s->len) || memchr(s->buf, '\n', s->len))
+				return log_error_errno(EINVAL,
+						       "--%s-file '%s' must hold one line of text.",
+						       o->flag, a->val[i]);
+			v = strndup((const char *)s->buf, s->len);
+			if (!v)
+				return -ENOMEM;
+			r = kms_config_set(cfg, o->key, v);
+			explicit_bzero(v, strlen(v));
+			if (r < 0)
+				return r;
+		} else if (o->flags & KMS_OPT_PATH) {
+			_cleanup_free_ char *abs = NULL;
+
+			if (a->val[i][0] == '/')
+				abs = strdup(a->val[i]);
+			else {
+				char cwd[4096];
+				if (!getcwd(cwd, sizeof(cwd)))
+					return -errno;
+				if (asprintf(&abs, "%s/%s", cwd, a->val[i]) < 0)
+					abs = NULL;
+			}
+			if (!abs)
+				return -ENOMEM;
+			r = kms_config_set(cfg, o->key, abs);
+			if (r < 0)
+				return r;
+		} else {
+			if (strchr(a->val[i], '\n'))
+				return log_error_errno(EINVAL, "--%s must be one line.", o->flag);
+			r = kms_config_set(cfg, o->key, a->val[i]);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (a->description) {
+		if (strchr(a->description, '\n'))
+			return log_error_errno(EINVAL, "--description must be one line.");
+		return kms_config_set(cfg, "Description", a->description);
+	}
+	return 0;
+}
+
+static int generate_key_file(const char *path)
+{
+	_cleanup_secret_ struct secret *key = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = secret_random(32, &key);
+	if (r < 0)
+		return log_error_errno(r, "Cannot get random bytes: %m");
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0) {
+		if (errno == EEXIST)
+			return log_error_errno(EEXIST,
+					       "Key file '%s' already exists; --generate never "
+					       "overwrites a key. Drop --generate to use it, or choose "
+					       "another path.",
+					       path);
+		return log_error_errno(errno, "Cannot create key file '%s': %m", path);
+	}
+	if (write(fd, key->buf, key->len) != (ssize_t)key->len || fsync(fd) < 0) {
+		r = -errno;
+		(void)unlink(path);
+		return log_error_errno(r, "Cannot write key file '%s': %m", path);
+	}
+	return 0;
+}
+
+static int write_config(const struct cli *c, const struct kms_config *cfg, bool create)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
+	int r;
+
+	if (asprintf(&dir, "%s/kms", c->config_dir) < 0)
+		return -ENOMEM;
+	r = mkdir_p(dir, 0700);
+	if (r < 0)
+		return log_error_errno(r, "Cannot create '%s': %m", dir);
+	r = cli_kms_path(c, cfg->name, &path);
+	if (r < 0)
+		return r;
+	r = kms_config_format(cfg, &text);
+	if (r < 0)
+		return r;
+	r = write_file_atomic(path, text, strlen(text), 0600, create);
+	explicit_bzero(text, strlen(text));
+	if (r == -EEXIST)
+		return log_error_errno(r, "KMS configuration '%s' already exists (%s).", cfg->name,
+				       path);
+	if (r < 0)
+		return log_error_errno(r, "Cannot write '%s': %m", path);
+	return 0;
+}
+
+/* Open the provider and prove it: describe the key and do a wrap/unwrap round trip. */
+static int kms_prove(const struct cli *c, const struct kms_config *cfg, struct kms_key_info *info,
+		     double *ret_ms, struct kms_error *err)
+{
+	_cleanup_secret_ struct secret *probe = NULL, *back = NULL;
+	struct kms_aad aad = {.uuid = "00000000-0000-4000-8000-000000000000", .keyslot = 0};
+	struct kms_wrapped w = {};
+	void *ctx = NULL;
+	double t0 = now_ms();
+	int r;
+
+	r = cfg->provider->open(cfg, &c->rt, &ctx, err);
+	if (r < 0)
+		return r;
+	r = cfg->provider->describe(ctx, info, err);
+	if (r < 0)
+		goto out;
+	r = secret_random(32, &probe);
+	if (r < 0)
+		goto out;
+	r = cfg->provider->wrap(ctx, &aad, probe, &w, err);
+	if (r < 0)
+		goto out;
+	r = cfg->provider->unwrap(ctx, &aad, &w, &back, err);
+	if (r < 0)
+		goto out;
+	if (back->len != probe->len || secret_memcmp(back->buf, probe->buf, probe->len) != 0)
+		r = kms_error_set(err, -EBADMSG, "RoundTripMismatch",
+				  "the KMS returned different bytes than were wrapped");
+out:
+	kms_wrapped_done(&w);
+	cfg->provider->close(ctx);
+	*ret_ms = now_ms() - t0;
+	return r;
+}
+
+static int kms_create(struct cli *c, int argc, char **argv)
+{
+	struct kms_args a = {};
+	const struct kms_provider *p;
+	_cleanup_free_ char *path = NULL;
+	struct kms_config cfg = {};
+	struct kms_key_info info = {};
+	struct kms_error err = {};
+	struct config_error cerr = {};
+	char created[32], buf[512];
+	double ms;
+	int r, lock = -1;
+
+	r = parse_kms_args(argc, argv, NULL, &a, &p);
+	if (r < 0)
+		return KMSCRYPT_EXIT_USAGE;
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+	r = cli_kms_path(c, a.name, &path);
+	if (r < 0)
+		goto out;
+	if (access(path, F_OK) == 0) {
+		r = log_error_errno(EEXIST,
+				    "KMS configuration '%s' already exists. Show it with 'kmscrypt kms "
+				    "show %s', change credentials with 'kmscrypt kms edit'.",
+				    a.name, a.name);
+		goto out;
+	}
+	cfg.name = strdup(a.name);
+	cfg.provider = p;
+	if (!cfg.name) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = apply_options(&cfg, &a);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < a.n; i++)
+		if ((a.opt[i]->flags & KMS_OPT_KEY_IDENTITY) && strcmp(p->name, "local") == 0) {
+			r = log_error_errno(EINVAL, "--%s is computed from the key file; do not give "
+						    "it.",
+					    a.opt[i]->flag);
+			goto out;
+		}
+	r = kms_config_validate(&cfg, &cerr);
+	if (r < 0) {
+		r = log_error_errno(EINVAL, "%s.", cerr.message);
+		goto out;
+	}
+	if (a.generate) {
+		r = generate_key_file(kms_config_get(&cfg, "KeyFile"));
+		if (r < 0)
+			goto out;
+	}
+	if (p->provision) {
+		r = p->provision(&cfg, &c->rt, &err);
+		if (r < 0) {
+			kms_error_describe(&err, buf, sizeof(buf));
+			log_error_errno(r, "Cannot set up KMS configuration '%s' (%s): %s.", a.name,
+					p->name, buf);
+			goto out;
+		}
+	}
+	r = kms_prove(c, &cfg, &info, &ms, &err);
+	if (r < 0) {
+		kms_error_describe(&err, buf, sizeof(buf));
+		log_error_errno(r, "KMS configuration '%s' (%s) does not work: %s. Nothing was saved; "
+				   "%s.",
+				a.name, p->name, buf, cli_hint_for(r));
+		goto out;
+	}
+	/* Record the key identity the KMS reported, so later use can be checked against it. */
+	if (!kms_config_get(&cfg, "KeyId") && kms_config_option(p, "KeyId")) {
+		r = kms_config_set(&cfg, "KeyId", info.key_id);
+		if (r < 0)
+			goto out;
+	}
+	format_rfc3339(time(NULL), created, sizeof(created));
+	r = kms_config_set(&cfg, "Created", created);
+	if (r < 0)
+		goto out;
+	r = write_config(c, &cfg, true);
+	if (r < 0)
+		goto out;
+	(void)audit_append(c->state_dir, &(struct audit_record){.action = "kms-create",
+								 .kms = a.name,
+								 .result = "ok",
+								 .duration_ms = -1});
+	if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(a.name));
+		json_object_object_add(o, "provider", json_object_new_string(p->name));
+		json_object_object_add(o, "key_id", json_object_new_string(info.key_id));
+		json_object_object_add(o, "path", json_object_new_string(path));
+		cli_print_json(o);
+	} else if (!c->quiet) {
+		printf("Created KMS configuration '%s' (provider %s, key %s), checked in %.0f ms.\n",
+		       a.name, p->name, info.key_id, ms);
+		if (p->warning)
+			printf("Warning: %s.\n", p->warning);
+	}
+out:
+	if (lock >= 0)
+		close(lock);
+	kms_config_done(&cfg);
+	return cli_exit_code(r);
+}
+
+static int list_names(const struct cli *c, char ***ret)
+{
+	_cleanup_free_ char *dir = NULL;
+	char **l = calloc(1, sizeof(*l));
+	size_t n = 0;
+	struct dirent **ents = NULL;
+	int k;
+
+	if (!l)
+		return -ENOMEM;
+	if (asprintf(&dir, "%s/kms", c->config_dir) < 0) {
+		free(l);
+		return -ENOMEM;
+	}
+	k = scandir(dir, &ents, NULL, alphasort);
+	if (k < 0) {
+		*ret = l;
+		return errno == ENOENT ? 0 : -errno;
+	}
+	for (int i = 0; i < k; i++) {
+		size_t len = strlen(ents[i]->d_name);
+		if (len > 5 && strcmp(ents[i]->d_name + len - 5, ".conf") == 0) {
+			char **nl = realloc(l, (n + 2) * sizeof(*l));
+			if (nl) {
+				l = nl;
+				l[n] = strndup(ents[i]->d_name, len - 5);
+				if (l[n])
+					n++;
+				l[n] = NULL;
+			}
+		}
+		free(ents[i]);
+	}
+	free(ents);
+	*ret = l;
+	return 0;
+}
+
+static int kms_list(struct cli *c, int argc, char **argv)
+{
+	char **names = NULL;
+	json_object *arr = NULL;
+	int r, worst = 0;
+
+	if (argc > 1)
+		return log_error_errno(EINVAL, "Usage: kmscrypt kms list [--json]"),
+		       KMSCRYPT_EXIT_USAGE;
+	r = list_names(c, &names);
+	if (r < 0) {
+		log_error_errno(r, "Cannot list '%s/kms': %m", c->config_dir);
+		strv_free(names);
+		return cli_exit_code(r);
+	}
+	if (c->json)
+		arr = json_object_new_array();
+	else if (names[0] && !c->quiet)
+		printf("%-24s %-8s %-44s %s\n", "NAME", "PROVIDER", "KEY", "VOLUMES");
+	for (size_t i = 0; names[i]; i++) {
+		struct kms_config cfg = {};
+		char **uses = NULL;
+		size_t nuse = 0;
+		const char *key;
+
+		r = cli_kms_load(c, names[i], &cfg);
+		if (r < 0) {
+			worst = worst ? worst : r;
+			continue;
+		}
+		(void)usage_list(c->state_dir, names[i], &uses);
+		while (uses && uses[nuse])
+			nuse++;
+		key = kms_config_get(&cfg, "KeyId");
+		if (!key)
+			key = "";
+		if (arr) {
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "name", json_object_new_string(names[i]));
+			json_object_object_add(o, "provider",
+					       json_object_new_string(cfg.provider->name));
+			json_object_object_add(o, "key_id", json_object_new_string(key));
+			json_object_object_add(o, "volumes", json_object_new_int((int)nuse));
+			json_object_array_add(arr, o);
+		} else {
+			printf("%-24s %-8s %-44s %zu\n", names[i], cfg.provider->name, key, nuse);
+		}
+		strv_free(uses);
+		kms_config_done(&cfg);
+	}
+	if (arr) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "kms", arr);
+		cli_print_json(o);
+	} else if (!names[0] && !c->quiet) {
+		printf("No KMS configurations in '%s/kms'. Create one with 'kmscrypt kms create'.\n",
+		       c->config_dir);
+	}
+	strv_free(names);
+	return cli_exit_code(worst);
+}
+
+static int kms_show(struct cli *c, int argc, char **argv)
+{
+	struct kms_config cfg = {};
+	char **uses = NULL;
+	json_object *o = NULL, *settings = NULL, *vols = NULL;
+	int r;
+
+	if (argc != 2)
+		return log_error_errno(EINVAL, "Usage: kmscrypt kms show NAME [--json]"),
+		       KMSCRYPT_EXIT_USAGE;
+	r = cli_kms_load(c, argv[1], &cfg);
+	if (r < 0)
+		return cli_exit_code(r);
+	(void)usage_list(c->state_dir, cfg.name, &uses);
+	if (c->json) {
+		o = json_object_new_object();
+		settings = json_object_new_object();
+		vols = json_object_new_array();
+		json_object_object_add(o, "name", json_object_new_string(cfg.name));
+		json_object_object_add(o, "provider", json_object_new_string(cfg.provider->name));
+	} else {
+		printf("Name:        %s\nProvider:    %s (%s)\n", cfg.name, cfg.provider->name,
+		       cfg.provider->description);
+	}
+	for (size_t i = 0; i < cfg.n_settings; i++) {
+		const struct kms_option *opt = kms_config_option(cfg.provider, cfg.settings[i].key);
+		const char *v = cfg.settings[i].value;
+
+		if (strcmp(cfg.settings[i].key, "Provider") == 0)
+			continue;
+		if (opt && (opt->flags & KMS_OPT_SECRET))
+			v = "********";
+		if (settings)
+			json_object_object_add(settings, cfg.settings[i].key,
+					       json_object_new_string(v));
+		else
+			printf("%-12s %s\n", cfg.settings[i].key, v);
+	}
+	for (size_t i = 0; uses && uses[i]; i++) {
+		if (vols)
+			json_object_array_add(vols, json_object_new_string(uses[i]));
+		else
+			printf("%-12s %s\n", i == 0 ? "UsedBy" : "", uses[i]);
+	}
+	if (o) {
+		json_object_object_add(o, "settings", settings);
+		json_object_object_add(o, "used_by", vols);
+		if (cfg.provider->warning)
+			json_object_object_add(o, "warning",
+					       json_object_new_string(cfg.provider->warning));
+		cli_print_json(o);
+	} else {
+		if (!uses || !uses[0])
+			printf("UsedBy       (no volume yet)\n");
+		if (cfg.provider->warning)
+			printf("Warning:     %s.\n", cfg.provider->warning);
+	}
+	strv_free(uses);
+	kms_config_done(&cfg);
+	return 0;
+}
+
+static int kms_edit(struct cli *c, int argc, char **argv)
+{
+	struct kms_config cfg = {}, old = {};
+	struct kms_args a = {};
+	const struct kms_provider *p;
+	struct kms_key_info info = {};
+	struct kms_error err = {};
+	char buf[512];
+	double ms;
+	int r, lock = -1;
+
+	if (argc < 2 || strncmp(argv[1], "--", 2) == 0)
+		return log_error_errno(EINVAL, "Usage: kmscrypt kms edit NAME --OPTION VALUE..."),
+		       KMSCRYPT_EXIT_USAGE;
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+	r = cli_kms_load(c, argv[1], &cfg);
+	if (r < 0)
+		goto out;
+	r = cli_kms_load(c, argv[1], &old);
+	if (r < 0)
+		goto out;
+	r = parse_kms_args(argc, argv, cfg.provider, &a, &p);
+	if (r < 0)
+		goto out;
+	if (a.n == 0 && !a.description) {
+		log_error("Nothing to change. Options that 'kms edit' accepts for %s:", p->name);
+		for (const struct kms_option *o = p->options; o->key; o++)
+			if (o->flags & KMS_OPT_CREDENTIAL)
+				fprintf(stderr, "  --%s%s\n", o->flag,
+					(o->flags & KMS_OPT_SECRET) ? "-file FILE" : " VALUE");
+		r = -EINVAL;
+		goto out;
+	}
+	for (size_t i = 0; i < a.n; i++)
+		if (!(a.opt[i]->flags & KMS_OPT_CREDENTIAL)) {
+			r = log_error_errno(EINVAL,
+					    "--%s cannot be changed: '%s' names the master key, and "
+					    "volumes wrapped with it need it as it is. Create a new "
+					    "configuration for another key.",
+					    a.opt[i]->flag, a.opt[i]->key);
+			goto out;
+		}
+	r = apply_options(&cfg, &a);
+	if (r < 0)
+		goto out;
+	/* The new credentials must reach the same key: prove it before saving. */
+	r = kms_prove(c, &cfg, &info, &ms, &err);
+	if (r < 0) {
+		kms_error_describe(&err, buf, sizeof(buf));
+		log_error_errno(r, "The new settings for '%s' do not work: %s. Nothing was changed.",
+				cfg.name, buf);
+		goto out;
+	}
+	{
+		const char *want = kms_config_get(&old, "KeyId");
+		if (want && *info.key_id && strcmp(want, info.key_id) != 0) {
+			r = log_error_errno(EACCES,
+					    "The new settings for '%s' reach key %s, not key %s that "
+					    "this configuration is for. Nothing was changed.",
+					    cfg.name, info.key_id, want);
+			goto out;
+		}
+	}
+	r = write_config(c, &cfg, false);
+	if (r < 0)
+		goto out;
+	(void)audit_append(c->state_dir, &(struct audit_record){.action = "kms-edit",
+								 .kms = cfg.name,
+								 .result = "ok",
+								 .duration_ms = -1});
+	if (!c->quiet && !c->json)
+		printf("Updated KMS configuration '%s'; checked in %.0f ms.\n", cfg.name, ms);
+out:
+	if (lock >= 0)
+		close(lock);
+	kms_config_done(&cfg);
+	kms_config_done(&old);
+	return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
+}
+
+static int kms_delete(struct cli *c, int argc, char **argv)
+{
+	struct kms_config cfg = {};
+	_cleanup_free_ char *path = NULL;
+	char **uses = NULL;
+	int r, lock;
+
+	if (argc != 2)
+		return log_error_errno(EINVAL, "Usage: kmscrypt kms delete NAME"),
+		       KMSCRYPT_EXIT_USAGE;
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+	r = cli_kms_load(c, argv[1], &cfg);
+	if (r < 0 && r != -EBADMSG)
+		goto out;
+	r = usage_list(c->state_dir, argv[1], &uses);
+	if (r < 0) {
+		log_error_errno(r, "Cannot read the usage record of '%s': %m", argv[1]);
+		goto out;
+	}
+	if (uses[0]) {
+		size_t n = 0;
+		while (uses[n])
+			n++;
+		log_error("Refusing to delete KMS configuration '%s': %zu volume%s bound to it, and "
+			  "their headers and backups may still need it:",
+			  argv[1], n, n == 1 ? " was" : "s were");
+		for (size_t i = 0; uses[i]; i++)
+			log_error("  %s", uses[i]);
+		r = -EBUSY;
+		goto out;
+	}
+	r = cli_kms_path(c, argv[1], &path);
+	if (r < 0)
+		goto out;
+	if (unlink(path) < 0) {
+		r = log_error_errno(errno, "Cannot remove '%s': %m", path);
+		goto out;
+	}
+	(void)audit_append(c->state_dir, &(struct audit_record){.action = "kms-delete",
+								 .kms = argv[1],
+								 .result = "ok",
+								 .duration_ms = -1});
+	if (!c->quiet && !c->json)
+		printf("Deleted KMS configuration '%s'.\n", argv[1]);
+out:
+	close(lock);
+	strv_free(uses);
+	kms_config_done(&cfg);
+	return cli_exit_code(r);
+}
+
+static int kms_check(struct cli *c, int argc, char **argv)
+{
+	struct kms_config cfg = {};
+	struct kms_key_info info = {};
+	struct kms_error err = {};
+	char buf[512];
+	double ms;
+	int r;
+
+	if (argc != 2)
+		return log_error_errno(EINVAL, "Usage: kmscrypt kms check NAME [--json]"),
+		       KMSCRYPT_EXIT_USAGE;
+	r = cli_kms_load(c, argv[1], &cfg);
+	if (r < 0)
+		return cli_exit_code(r);
+	r = kms_prove(c, &cfg, &info, &ms, &err);
+	if (r < 0) {
+		kms_error_describe(&err, buf, sizeof(buf));
+		log_error_errno(r, "KMS configuration '%s' (%s) failed its check: %s; %s.", cfg.name,
+				cfg.provider->name, buf, cli_hint_for(r));
+	}
+	if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(cfg.name));
+		json_object_object_add(o, "provider", json_object_new_string(cfg.provider->name));
+		json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
+		json_object_object_add(o, "result",
+				       json_object_new_string(cli_exit_name(cli_exit_code(r))));
+		if (r == 0) {
+			json_object_object_add(o, "key_id", json_object_new_string(info.key_id));
+			json_object_object_add(o, "key_state", json_object_new_string(info.state));
+		} else {
+			json_object_object_add(o, "error", json_object_new_string(err.message));
+			json_object_object_add(o, "error_code", json_object_new_string(err.code));
+		}
+		json_object_object_add(o, "duration_ms", json_ms(ms));
+		cli_print_json(o);
+	} else if (r == 0 && !c->quiet) {
+		printf("KMS configuration '%s' works: key %s (%s%s%s) wrapped and unwrapped a test "
+		       "secret in %.0f ms.\n",
+		       cfg.name, info.key_id, info.state, info.description[0] ? ", " : "",
+		       info.description, ms);
+	}
+	kms_config_done(&cfg);
+	return cli_exit_code(r);
+}
+
+int cmd_kms(struct cli *c, int argc, char **argv)
+{
+	static const struct {
+		const char *verb;
+		int (*fn)(struct cli *, int, char **);
+	} verbs[] = {
+		{"create", kms_create}, {"list", kms_list},     {"show", kms_show},
+		{"edit", kms_edit},     {"delete", kms_delete}, {"check", kms_check},
+	};
+
+	if (argc < 2) {
+		cli_help("kms", stderr);
+		return KMSCRYPT_EXIT_USAGE;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
+		if (strcmp(argv[1], verbs[i].verb) == 0)
+			return verbs[i].fn(c, argc - 1, argv + 1);
+	log_error("Unknown command 'kms %s'. See 'kmscrypt kms --help'.", argv[1]);
+	return KMSCRYPT_EXIT_USAGE;
+}

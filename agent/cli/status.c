@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* kmscrypt status [TARGET] [--json] */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "cli/cli.h"
+#include "cli/vol.h"
+#include "codec/token.h"
+#include "kmscrypt/exit.h"
+#include "util/log.h"
+
+static const char *key_name(const struct vol *v)
+{
+	if (!v->mapped)
+		return "none";
+	switch (v->map.key) {
+	case VOLUME_KEY_KEYRING:
+		return "keyring";
+	case VOLUME_KEY_WIPED:
+		return "wiped";
+	case VOLUME_KEY_HEX:
+		return "hex";
+	default:
+		return "none";
+	}
+}
+
+static void add_time(json_object *o, const char *key, time_t t)
+{
+	char buf[32];
+
+	if (!t) {
+		json_object_object_add(o, key, NULL);
+		return;
+	}
+	format_rfc3339(t, buf, sizeof(buf));
+	json_object_object_add(o, key, json_object_new_string(buf));
+}
+
+static const char *fmt_time(time_t t, char *buf, size_t n)
+{
+	if (!t)
+		return "-";
+	format_rfc3339(t, buf, n);
+	return buf;
+}
+
+int cmd_status(struct cli *c, int argc, char **argv)
+{
+	struct vol **vols = NULL;
+	json_object *arr = NULL;
+	size_t n = 0;
+	int r;
+
+	if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
+		return log_error_errno(EINVAL, "Usage: kmscrypt status [MAPPING|DEVICE|UUID] [--json]"),
+		       KMSCRYPT_EXIT_USAGE;
+	if (argc == 2) {
+		vols = calloc(2, sizeof(*vols));
+		if (!vols)
+			return KMSCRYPT_EXIT_FAILURE;
+		vols[0] = calloc(1, sizeof(struct vol));
+		if (!vols[0]) {
+			free(vols);
+			return KMSCRYPT_EXIT_FAILURE;
+		}
+		r = vol_resolve(c, argv[1], vols[0]);
+		if (r < 0) {
+			vol_list_free(vols);
+			return cli_exit_code(r);
+		}
+	} else {
+		r = vol_list_all(c, &vols);
+		if (r < 0) {
+			log_error_errno(r, "Cannot list volumes: %m");
+			return cli_exit_code(r);
+		}
+	}
+	while (vols[n])
+		n++;
+	if (c->json)
+		arr = json_object_new_array();
+	else if (n > 0)
+		printf("%-16s %-36s %-20s %-17s %-7s %s\n", "DEVICE", "UUID", "MAPPING", "STATE",
+		       "KEY", "KMS");
+	for (size_t i = 0; i < n; i++) {
+		struct vol *v = vols[i];
+		const char *state = vol_state_name(v);
+
+		if (!arr) {
+			char kms[160];
+			snprintf(kms, sizeof(kms), "%s (%s)", v->tok.kms, v->tok.provider);
+			printf("%-16s %-36s %-20s %-17s %-7s %s\n", v->device, v->hdr.uuid,
+			       v->mapped ? v->map.name : (v->mapping[0] ? v->mapping : "-"), state,
+			       key_name(v), kms);
+			if (argc == 2) {
+				char b[32];
+				printf("  key id:        %s%s%s\n", v->tok.key_id,
+				       v->tok.key_version[0] ? " version " : "", v->tok.key_version);
+				printf("  keyslot:       %d\n", v->tok.keyslot);
+				if (v->mapped && v->map.key == VOLUME_KEY_KEYRING)
+					printf("  dm-crypt key:  %s\n", v->map.key_desc);
+				printf("  last unlock:   %s\n", fmt_time(v->st.last_unlock, b, sizeof(b)));
+				printf("  last revoke:   %s%s%s%s\n",
+				       fmt_time(v->st.last_revoke, b, sizeof(b)),
+				       v->st.revoke_reason ? " (" : "",
+				       v->st.revoke_reason ? v->st.revoke_reason : "",
+				       v->st.revoke_reason ? ")" : "");
+				printf("  last restore:  %s\n", fmt_time(v->st.last_restore, b, sizeof(b)));
+			}
+			continue;
+		}
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "device", json_object_new_string(v->device));
+		json_object_object_add(o, "uuid", json_object_new_string(v->hdr.uuid));
+		json_object_object_add(o, "label", json_object_new_string(v->hdr.label));
+		json_object_object_add(o, "mapping",
+				       v->mapped ? json_object_new_string(v->map.name)
+				       : v->mapping[0] ? json_object_new_string(v->mapping)
+						       : NULL);
+		json_object_object_add(o, "state", json_object_new_string(state));
+		json_object_object_add(o, "suspended",
+				       json_object_new_boolean(v->mapped && v->map.suspended));
+		json_object_object_add(o, "revoked",
+				       json_object_new_boolean(v->has_state && v->st.revoked));
+		json_object_object_add(o, "key", json_object_new_string(key_name(v)));
+		json_object_object_add(o, "key_description",
+				       v->mapped && v->map.key == VOLUME_KEY_KEYRING
+					       ? json_object_new_string(v->map.key_desc)
+					       : NULL);
+		json_object_object_add(o, "kms", json_object_new_string(v->tok.kms));
+		json_object_object_add(o, "provider", json_object_new_string(v->tok.provider));
+		json_object_object_add(o, "key_id", json_object_new_string(v->tok.key_id));
+		json_object_object_add(o, "key_version", json_object_new_string(v->tok.key_version));
+		json_object_object_add(o, "keyslot", json_object_new_int(v->tok.keyslot));
+		json_object_object_add(o, "revoke_reason",
+				       v->st.revoke_reason ? json_object_new_string(v->st.revoke_reason)
+							   : NULL);
+		add_time(o, "last_unlock", v->st.last_unlock);
+		add_time(o, "last_lock", v->st.last_lock);
+		add_time(o, "last_revoke", v->st.last_revoke);
+		add_time(o, "last_restore", v->st.last_restore);
+		json_object_array_add(arr, o);
+	}
+	if (arr) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "volumes", arr);
+		cli_print_json(o);
+	} else if (n == 0 && !c->quiet) {
+		printf("No kmscrypt volumes found.\n");
+	}
+	vol_list_free(vols);
+	return 0;
+}

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/vol.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+void vol_done(struct vol *v)
+{
+	if (!v)
+		return;
+	free(v->device);
+	volume_header_done(&v->hdr);
+	token_done(&v->tok);
+	volume_state_done(&v->st);
+	memset(v, 0, sizeof(*v));
+}
+
+void vol_list_free(struct vol **l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; l[i]; i++) {
+		vol_done(l[i]);
+		free(l[i]);
+	}
+	free(l);
+}
+
+static void vol_fill_runtime(const struct cli *c, struct vol *v)
+{
+	v->mapped = volume_mapping_find(v->hdr.uuid, &v->map) == 0;
+	v->has_state = state_load(c->state_dir, v->hdr.uuid, &v->st) == 0;
+	if (v->mapped)
+		snprintf(v->mapping, sizeof(v->mapping), "%s", v->map.name);
+	else if (v->has_state && v->st.mapping)
+		snprintf(v->mapping, sizeof(v->mapping), "%s", v->st.mapping);
+	else
+		cli_default_mapping(v->hdr.label, v->hdr.uuid, v->mapping, sizeof(v->mapping));
+}
+
+int vol_from_device(const struct cli *c, const char *device, struct vol *v, bool log)
+{
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	/* Absolute paths in state and audit records: they outlive this working directory. */
+	v->device = realpath(device, NULL);
+	if (!v->device)
+		v->device = strdup(device);
+	if (!v->device)
+		return -ENOMEM;
+	r = cli_read_volume(device, &v->hdr, &v->tok, log);
+	if (r < 0)
+		return r;
+	v->has_tok = true;
+	vol_fill_runtime(c, v);
+	return 0;
+}
+
+static int looks_like_uuid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n != 36)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("0123456789abcdefABCDEF-", s[i]))
+			return 0;
+	return 1;
+}
+
+int vol_resolve(const struct cli *c, const char *target, struct vol *v)
+{
+	struct volume_mapping m = {};
+	struct volume_state **states = NULL;
+	int r;
+
+	/* 1. a live mapping */
+	if (!strchr(target, '/') && volume_mapping_info(target, &m) == 0) {
+		if (!m.device[0] || !m.uuid[0])
+			return log_error_errno(ENODEV, "Mapping '%s' is not a LUKS2 volume.", target);
+		r = vol_from_device(c, m.device, v, true);
+		if (r < 0)
+			return r;
+		if (!v->mapped || strcmp(v->map.name, target) != 0) {
+			v->map = m;
+			v->mapped = true;
+			snprintf(v->mapping, sizeof(v->mapping), "%s", target);
+		}
+		return 0;
+	}
+	/* 2. a device path or image file */
+	struct stat st;
+	if (strchr(target, '/') || stat(target, &st) == 0) {
+		if (stat(target, &st) < 0)
+			return log_error_errno(errno, "'%s': %m. Give a mapping name, a device or a "
+						      "volume UUID.",
+					       target);
+		return vol_from_device(c, target, v, true);
+	}
+	/* 3. a UUID or the saved mapping name of a closed volume */
+	r = state_list(c->state_dir, &states);
+	if (r < 0)
+		return log_error_errno(r, "Cannot read state dir '%s': %m", c->state_dir);
+	for (size_t i = 0; states[i]; i++) {
+		struct volume_state *s = states[i];
+		if (!s->device)
+			continue;
+		if ((looks_like_uuid(target) && strcasecmp(s->uuid, target) == 0) ||
+		    (s->mapping && strcmp(s->mapping, target) == 0)) {
+			_cleanup_free_ char *dev = strdup(s->device);
+			state_list_free(states);
+			if (!dev)
+				return -ENOMEM;
+			r = vol_from_device(c, dev, v, true);
+			if (r < 0)
+				return r;
+			if (looks_like_uuid(target) && strcasecmp(v->hdr.uuid, target) != 0)
+				return log_error_errno(ENOENT,
+						       "Volume %s was last seen on '%s', which now "
+						       "holds volume %s.",
+						       target, dev, v->hdr.uuid);
+			return 0;
+		}
+	}
+	state_list_free(states);
+	return log_error_errno(ENOENT,
+			       "No open mapping, device or known kmscrypt volume named '%s'. See "
+			       "'kmscrypt status'.",
+			       target);
+}
+
+static int list_add(struct vol ***l, size_t *n, struct vol *v)
+{
+	struct vol **nl = realloc(*l, (*n + 2) * sizeof(**l));
+	struct vol *copy;
+
+	if (!nl)
+		return -ENOMEM;
+	*l = nl;
+	copy = malloc(sizeof(*copy));
+	if (!copy)
+		return -ENOMEM;
+	*copy = *v;
+	nl[(*n)++] = copy;
+	nl[*n] = NULL;
+	return 0;
+}
+
+static bool list_has(struct vol **l, size_t n, const char *uuid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i]->hdr.uuid, uuid) == 0)
+			return true;
+	return false;
+}
+
+int vol_list_all(const struct cli *c, struct vol ***ret)
+{
+	struct vol **l = calloc(1, sizeof(*l));
+	size_t n = 0;
+	char **devs = NULL;
+	struct volume_mapping **maps = NULL;
+	struct volume_state **states = NULL;
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	/* Block devices carrying a kmscrypt token. */
+	r = volume_scan(&devs);
+	if (r < 0)
+		log_debug("Scanning block devices failed: %s", strerror(-r));
+	for (size_t i = 0; devs && devs[i]; i++) {
+		struct vol v;
+		if (vol_from_device(c, devs[i], &v, false) == 0 && !list_has(l, n, v.hdr.uuid)) {
+			if (list_add(&l, &n, &v) < 0)
+				vol_done(&v);
+		} else {
+			vol_done(&v);
+		}
+	}
+	strv_free(devs);
+	/* Live mappings whose backing device is a kmscrypt volume (e.g. image files). */
+	if (volume_mapping_list(&maps) == 0) {
+		for (size_t i = 0; maps[i]; i++) {
+			struct vol v;
+			if (!maps[i]->device[0] || list_has(l, n, maps[i]->uuid))
+				continue;
+			if (vol_from_device(c, maps[i]->device, &v, false) == 0 &&
+			    !list_has(l, n, v.hdr.uuid)) {
+				if (list_add(&l, &n, &v) < 0)
+					vol_done(&v);
+			} else {
+				vol_done(&v);
+			}
+		}
+		volume_mapping_list_free(maps);
+	}
+	/* Volumes from saved state (image files, devices not scanned). */
+	if (state_list(c->state_dir, &states) == 0) {
+		for (size_t i = 0; states[i]; i++) {
+			struct vol v;
+			if (!states[i]->device || list_has(l, n, states[i]->uuid))
+				continue;
+			if (vol_from_device(c, states[i]->device, &v, false) == 0 &&
+			    strcmp(v.hdr.uuid, states[i]->uuid) == 0 && !list_has(l, n, v.hdr.uuid)) {
+				if (list_add(&l, &n, &v) < 0)
+					vol_done(&v);
+			} else {
+				vol_done(&v);
+			}
+		}
+		state_list_free(states);
+	}
+	*ret = l;
+	return 0;
+}
+
+const char *vol_state_name(const struct vol *v)
+{
+	bool revoked = v->has_state && v->st.revoked;
+
+	if (v->mapped) {
+		if (revoked)
+			return v->map.suspended ? "revoked-suspended" : "revoked-active";
+		return v->map.suspended ? "suspended" : "active";
+	}
+	return revoked ? "revoked-closed" : "inactive";
+}
+
+void vol_save_state(const struct cli *c, struct vol *v)
+{
+	int r;
+
+	if (!v->has_state) {
+		snprintf(v->st.uuid, sizeof(v->st.uuid), "%s", v->hdr.uuid);
+		v->has_state = true;
+	}
+	if (!v->st.device || strcmp(v->st.device, v->device) != 0) {
+		free(v->st.device);
+		v->st.device = strdup(v->device);
+	}
+	if (v->mapping[0] && (!v->st.mapping || strcmp(v->st.mapping, v->mapping) != 0)) {
+		free(v->st.mapping);
+		v->st.mapping = strdup(v->mapping);
+	}
+	if (v->has_tok && (!v->st.kms || strcmp(v->st.kms, v->tok.kms) != 0)) {
+		free(v->st.kms);
+		v->st.kms = strdup(v->tok.kms);
+	}
+	r = state_save(c->state_dir, &v->st);
+	if (r < 0)
+		log_warning_errno(r, "Cannot save state of volume %s in '%s', ignoring: %m",
+				  v->hdr.uuid, c->state_dir);
+}
+
+void vol_audit(const struct cli *c, const struct vol *v, const char *action, const char *reason)
+{
+	int r = audit_append(c->state_dir, &(struct audit_record){
+						   .action = action,
+						   .uuid = v->hdr.uuid,
+						   .mapping = v->mapping,
+						   .device = v->device,
+						   .kms = v->has_tok ? v->tok.kms : NULL,
+						   .reason = reason,
+						   .result = v->r == 0 ? (v->result ? v->result : "ok") : v->msg,
+						   .duration_ms = v->ms,
+					   });
+	if (r < 0)
+		log_warning_errno(r, "Cannot append to the audit log in '%s', ignoring: %m",
+				  c->state_dir);
+}

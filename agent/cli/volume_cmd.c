@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: MIT */
+/* kmscrypt format | bind | unbind | check: LUKS2 header work; no device-mapper needed. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "cli/cli.h"
+#include "codec/token.h"
+#include "config/kms_config.h"
+#include "kmscrypt/exit.h"
+#include "kmscrypt/token.h"
+#include "state/state.h"
+#include "util/cleanup.h"
+#include "util/fileio.h"
+#include "util/log.h"
+#include "util/secret.h"
+#include "volume/volume.h"
+
+#define AUTH_KEY_MAX (8 * 1024 * 1024) /* cryptsetup's default key file size limit */
+
+static int device_exists(const char *device)
+{
+	struct stat st;
+
+	if (stat(device, &st) < 0)
+		return log_error_errno(errno, "Cannot use '%s': %m", device);
+	if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+		return log_error_errno(EINVAL, "'%s' is neither a block device nor an image file.",
+				       device);
+	return 0;
+}
+
+static int uuid_random(char buf[40])
+{
+	uint8_t b[16];
+	struct secret *s;
+	int r;
+
+	r = secret_random(sizeof(b), &s);
+	if (r < 0)
+		return r;
+	memcpy(b, s->buf, sizeof(b));
+	secret_free(s);
+	b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
+	b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+	snprintf(buf, 40,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+		 b[14], b[15]);
+	return 0;
+}
+
+/* A printable recovery passphrase: 256 random bits as 64 modhex characters in groups of 8
+ * (the alphabet systemd-cryptenroll uses, unambiguous on any keyboard layout). */
+static int recovery_generate(struct secret **ret)
+{
+	static const char modhex[] = "cbdefghijklnrtuv";
+	_cleanup_secret_ struct secret *rnd = NULL, *out = NULL;
+	int r;
+
+	r = secret_random(32, &rnd);
+	if (r < 0)
+		return r;
+	r = secret_new(80, &out);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < 32; i++) {
+		if (i > 0 && i % 4 == 0)
+			out->buf[out->len++] = '-';
+		out->buf[out->len++] = (uint8_t)modhex[rnd->buf[i] >> 4];
+		out->buf[out->len++] = (uint8_t)modhex[rnd->buf[i] & 15];
+	}
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
+		      const struct secret *secret, char **ret_json)
+{
+	struct kms_aad aad = {.uuid = uuid, .keyslot = keyslot};
+	struct kms_wrapped w = {};
+	struct kms_error err = {};
+	struct kmscrypt_token t = {};
+	char buf[512];
+	int r;
+
+	if (h->open_r < 0) {
+		err = h->open_err;
+		r = h->open_r;
+	} else {
+		r = h->cfg.provider->wrap(h->ctx, &aad, secret, &w, &err);
+	}
+	if (r < 0) {
+		kms_error_describe(&err, buf, sizeof(buf));
+		return log_error_errno(r, "KMS '%s' (%s) could not wrap the new secret: %s; %s.",
+				       h->cfg.name, h->cfg.provider->name, buf, cli_hint_for(r));
+	}
+	t.keyslot = keyslot;
+	t.kms = h->cfg.name;
+	t.provider = (char *)h->cfg.provider->name;
+	t.key_id = w.key_id;
+	t.key_version = w.key_version;
+	t.alg = w.alg;
+	t.blob = w.blob;
+	t.blob_len = w.blob_len;
+	r = token_format(&t, time(NULL), ret_json);
+	kms_wrapped_done(&w);
+	return r;
+}
+
+static void record_binding(const struct cli *c, const char *action, const char *uuid,
+			   const char *device, const char *kms, const char *result)
+{
+	struct volume_state s = {};
+
+	if (strcmp(result, "ok") == 0) {
+		int r = usage_record(c->state_dir, kms, uuid, device);
+		if (r < 0)
+			log_warning_errno(r, "Cannot record that '%s' uses KMS '%s', ignoring: %m",
+					  device, kms);
+		if (state_load(c->state_dir, uuid, &s) < 0)
+			snprintf(s.uuid, sizeof(s.uuid), "%s", uuid);
+		free(s.device);
+		free(s.kms);
+		s.device = strdup(device);
+		s.kms = strdup(kms);
+		s.revoked = false;
+		if (state_save(c->state_dir, &s) < 0)
+			log_warning("Cannot save state for %s, ignoring.", uuid);
+		volume_state_done(&s);
+	}
+	(void)audit_append(c->state_dir, &(struct audit_record){.action = action,
+								 .uuid = uuid,
+								 .device = device,
+								 .kms = kms,
+								 .result = result,
+								 .duration_ms = -1});
+}
+
+int cmd_format(struct cli *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"kms", required_argument, NULL, 'k'},
+		{"label", required_argument, NULL, 'l'},
+		{"recovery-key-file", required_argument, NULL, 'R'},
+		{"force", no_argument, NULL, 'f'},
+		{"sector-size", required_argument, NULL, 's'},
+		{}};
+	const char *kms = NULL, *label = NULL, *recovery_path = NULL, *device;
+	bool force = false, recovery_written = false;
+	unsigned long sector = 0;
+	struct kms_handle h = {};
+	_cleanup_secret_ struct secret *secret = NULL, *recovery = NULL;
+	_cleanup_free_ char *token = NULL, *what = NULL;
+	struct volume_header old = {};
+	struct volume_mapping m = {};
+	char uuid[40];
+	int opt, r, lock = -1;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+		char *end;
+		switch (opt) {
+		case 'k':
+			kms = optarg;
+			break;
+		case 'l':
+			label = optarg;
+			break;
+		case 'R':
+			recovery_path = optarg;
+			break;
+		case 'f':
+			force = true;
+			break;
+		case 's':
+			errno = 0;
+			sector = strtoul(optarg, &end, 10);
+			if (errno || *end || (sector != 512 && sector != 1024 && sector != 2048 &&
+					      sector != 4096))
+				return log_error_errno(EINVAL, "--sector-size must be 512, 1024, "
+							       "2048 or 4096."),
+				       KMSCRYPT_EXIT_USAGE;
+			break;
+		default:
+			return KMSCRYPT_EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc || !kms)
+		return log_error_errno(EINVAL, "Usage: kmscrypt format DEVICE --kms NAME [--label L] "
+					       "[--recovery-key-file F] [--force]"),
+		       KMSCRYPT_EXIT_USAGE;
+	device = argv[optind];
+	_cleanup_free_ char *abs = realpath(device, NULL);
+	if (abs)
+		device = abs;
+	if (label && (strlen(label) > 47 || strchr(label, '\n')))
+		return log_error_errno(EINVAL, "--label must be at most 47 characters."),
+		       KMSCRYPT_EXIT_USAGE;
+	r = device_exists(device);
+	if (r < 0)
+		return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+
+	/* Refuse to destroy anything, and never an open volume even with --force. */
+	if (volume_read_header(device, &old) == 0) {
+		if (volume_mapping_find(old.uuid, &m) == 0) {
+			r = log_error_errno(EBUSY,
+					    "'%s' (UUID %s) is open as '%s'. Lock it first; format "
+					    "never touches an open volume.",
+					    device, old.uuid, m.name);
+			goto out;
+		}
+	}
+	if (!force) {
+		r = volume_probe_blank(device, &what);
+		if (r == -EEXIST) {
+			log_error("'%s' carries %s. Refusing to format it: that would destroy it. "
+				  "Pass --force if you really mean to.",
+				  device, what ? what : "a signature");
+			goto out;
+		}
+		if (r < 0) {
+			log_error_errno(r, "Cannot probe '%s': %m", device);
+			goto out;
+		}
+	}
+	if (recovery_path && access(recovery_path, F_OK) == 0) {
+		r = log_error_errno(EEXIST,
+				    "Recovery key file '%s' already exists; choose a new path (it is "
+				    "never overwritten).",
+				    recovery_path);
+		goto out;
+	}
+	r = kms_handle_open(c, kms, &h);
+	if (r < 0)
+		goto out;
+
+	/* Wrap before writing anything: a KMS failure leaves the device untouched. */
+	r = uuid_random(uuid);
+	if (r < 0)
+		goto out;
+	r = secret_random(KMSCRYPT_SECRET_BYTES, &secret);
+	if (r < 0)
+		goto out;
+	r = wrap_token(&h, uuid, 0, secret, &token);
+	if (r < 0)
+		goto out;
+	if (recovery_path) {
+		r = recovery_generate(&recovery);
+		if (r < 0)
+			goto out;
+		/* Written first, so a volume never exists whose recovery key was lost. */
+		_cleanup_close_ int fd =
+			open(recovery_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+		if (fd < 0 || write(fd, recovery->buf, recovery->len) != (ssize_t)recovery->len ||
+		    fsync(fd) < 0) {
+			r = log_error_errno(errno, "Cannot write recovery key file '%s': %m",
+					    recovery_path);
+			if (fd >= 0)
+				(void)unlink(recovery_path);
+			goto out;
+		}
+		recovery_written = true;
+	}
+	r = volume_format(device, &(struct volume_format_params){
+					  .uuid = uuid,
+					  .label = label,
+					  .keyslot = 0,
+					  .secret = secret,
+					  .recovery = recovery,
+					  .token_json = token,
+					  .sector_size = (uint32_t)sector,
+				  });
+	if (r < 0) {
+		log_error_errno(r, "Cannot format '%s': %m", device);
+		if (recovery_written)
+			(void)unlink(recovery_path);
+		record_binding(c, "format", uuid, device, kms, "error");
+		goto out;
+	}
+	record_binding(c, "format", uuid, device, kms, "ok");
+	if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "device", json_object_new_string(device));
+		json_object_object_add(o, "uuid", json_object_new_string(uuid));
+		json_object_object_add(o, "kms", json_object_new_string(kms));
+		json_object_object_add(o, "keyslot", json_object_new_int(0));
+		if (recovery_path)
+			json_object_object_add(o, "recovery_keyslot", json_object_new_int(1));
+		cli_print_json(o);
+	} else if (!c->quiet) {
+		printf("Formatted '%s' as LUKS2 volume %s, bound to KMS '%s' (%s) in keyslot 0.\n",
+		       device, uuid, kms, h.cfg.provider->name);
+		if (recovery_path)
+			printf("Recovery passphrase (keyslot 1) written to '%s': store it offline.\n",
+			       recovery_path);
+	}
+out:
+	if (lock >= 0)
+		close(lock);
+	volume_header_done(&old);
+	kms_handle_done(&h);
+	return cli_exit_code(r);
+}
+
+int cmd_bind(struct cli *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
+					     {"key-file", required_argument, NULL, 'K'},
+					     {}};
+	const char *kms = NULL, *keyfile = NULL, *device;
+	struct volume_header hdr = {};
+	struct kms_handle h = {};
+	_cleanup_secret_ struct secret *auth = NULL, *secret = NULL;
+	_cleanup_free_ char *token = NULL;
+	int opt, r, lock = -1, keyslot;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+		if (opt == 'k')
+			kms = optarg;
+		else if (opt == 'K')
+			keyfile = optarg;
+		else
+			return KMSCRYPT_EXIT_USAGE;
+	}
+	if (optind + 1 != argc || !kms || !keyfile)
+		return log_error_errno(EINVAL, "Usage: kmscrypt bind DEVICE --kms NAME --key-file "
+					       "FILE (an existing passphrase or key file; '-' reads "
+					       "stdin)"),
+		       KMSCRYPT_EXIT_USAGE;
+	device = argv[optind];
+	_cleanup_free_ char *abs = realpath(device, NULL);
+	if (abs)
+		device = abs;
+	r = device_exists(device);
+	if (r < 0)
+		return cli_exit_code(r);
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+	r = volume_read_header(device, &hdr);
+	if (r < 0) {
+		log_error_errno(r, "'%s' is not a LUKS2 volume (%m). 'kmscrypt bind' adds kmscrypt "
+				   "to an existing LUKS2 volume; use 'kmscrypt format' for a new one.",
+				device);
+		r = r == -EINVAL ? -ENODEV : r;
+		goto out;
+	}
+	if (hdr.token_id >= 0) {
+		r = log_error_errno(EEXIST,
+				    "'%s' (UUID %s) is already bound to kmscrypt (token %d). Unbind it "
+				    "first to bind it to another KMS.",
+				    device, hdr.uuid, hdr.token_id);
+		goto out;
+	}
+	/* Key files are used verbatim, as cryptsetup --key-file does. */
+	r = read_file_secret(keyfile, AUTH_KEY_MAX, 0, &auth);
+	if (r < 0) {
+		log_error_errno(r, "Cannot read key file '%s': %m", keyfile);
+		goto out;
+	}
+	r = kms_handle_open(c, kms, &h);
+	if (r < 0)
+		goto out;
+	r = volume_free_keyslot(device, &keyslot);
+	if (r < 0) {
+		log_error_errno(r, "No free keyslot on '%s': %m", device);
+		goto out;
+	}
+	r = secret_random(KMSCRYPT_SECRET_BYTES, &secret);
+	if (r < 0)
+		goto out;
+	r = wrap_token(&h, hdr.uuid, keyslot, secret, &token);
+	if (r < 0)
+		goto out;
+	r = volume_bind(device, auth, keyslot, secret, token);
+	if (r == -EPERM) {
+		log_error("The key file '%s' opens no keyslot of '%s'. Nothing was changed.", keyfile,
+			  device);
+		goto out;
+	}
+	if (r < 0) {
+		log_error_errno(r, "Cannot bind '%s': %m. The header was left as it was.", device);
+		goto out;
+	}
+	record_binding(c, "bind", hdr.uuid, device, kms, "ok");
+	if (!c->quiet && !c->json)
+		printf("Bound '%s' (UUID %s) to KMS '%s' in keyslot %d.\n", device, hdr.uuid, kms,
+		       keyslot);
+	else if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "device", json_object_new_string(device));
+		json_object_object_add(o, "uuid", json_object_new_string(hdr.uuid));
+		json_object_object_add(o, "kms", json_object_new_string(kms));
+		json_object_object_add(o, "keyslot", json_object_new_int(keyslot));
+		cli_print_json(o);
+	}
+out:
+	if (lock >= 0)
+		close(lock);
+	volume_header_done(&hdr);
+	kms_handle_done(&h);
+	return cli_exit_code(r);
+}
+
+int cmd_unbind(struct cli *c, int argc, char **argv)
+{
+	struct volume_header hdr = {};
+	struct kmscrypt_token t = {};
+	int r, lock;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return log_error_errno(EINVAL, "Usage: kmscrypt unbind DEVICE"), KMSCRYPT_EXIT_USAGE;
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+	r = cli_read_volume(argv[1], &hdr, &t, true);
+	if (r < 0 && r != -EBADMSG)
+		goto out;
+	r = volume_unbind(argv[1]);
+	if (r == -EPERM) {
+		log_error("Refusing to unbind '%s': its kmscrypt keyslot is the only one, and removing "
+			  "it would make the volume unopenable. Add a passphrase first "
+			  "(cryptsetup luksAddKey).",
+			  argv[1]);
+		goto out;
+	}
+	if (r < 0) {
+		log_error_errno(r, "Cannot unbind '%s': %m", argv[1]);
+		goto out;
+	}
+	(void)audit_append(c->state_dir, &(struct audit_record){.action = "unbind",
+								 .uuid = hdr.uuid,
+								 .device = argv[1],
+								 .kms = t.kms,
+								 .result = "ok",
+								 .duration_ms = -1});
+	if (!c->quiet && !c->json)
+		printf("Removed the kmscrypt token and its keyslot from '%s' (UUID %s). KMS '%s' "
+		       "still records the volume.\n",
+		       argv[1], hdr.uuid, t.kms ? t.kms : "?");
+out:
+	close(lock);
+	token_done(&t);
+	volume_header_done(&hdr);
+	return cli_exit_code(r);
+}
+
+int cmd_check(struct cli *c, int argc, char **argv)
+{
+	struct volume_header hdr = {};
+	struct kmscrypt_token t = {};
+	struct kms_handle h = {};
+	struct kms_error err = {};
+	_cleanup_secret_ struct secret *secret = NULL;
+	char buf[512];
+	double t0 = now_ms();
+	int r;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return log_error_errno(EINVAL, "Usage: kmscrypt check DEVICE [--json]"),
+		       KMSCRYPT_EXIT_USAGE;
+	r = cli_read_volume(argv[1], &hdr, &t, true);
+	if (r < 0)
+		goto out;
+	r = kms_handle_open(c, t.kms, &h);
+	if (r < 0)
+		goto out;
+	r = kms_handle_unwrap(&h, hdr.uuid, &t, &secret, &err);
+	if (r < 0) {
+		kms_error_describe(&err, buf, sizeof(buf));
+		log_error_errno(r, "Cannot unwrap the secret of '%s' (UUID %s) through KMS '%s': %s; "
+				   "%s.",
+				argv[1], hdr.uuid, t.kms, buf, cli_hint_for(r));
+		goto out;
+	}
+	r = volume_test_secret(argv[1], t.keyslot, secret);
+	if (r < 0) {
+		log_error_errno(r == -EPERM ? EBADMSG : r,
+				"The unwrapped secret does not open keyslot %d of '%s' (UUID %s): the "
+				"token does not match its keyslot. Open the volume with its recovery "
+				"key and re-bind it.",
+				t.keyslot, argv[1], hdr.uuid);
+		r = r == -EPERM ? -EBADMSG : r;
+		goto out;
+	}
+out:
+	if (c->json && hdr.uuid[0]) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "device", json_object_new_string(argv[1]));
+		json_object_object_add(o, "uuid", json_object_new_string(hdr.uuid));
+		if (t.kms) {
+			json_object_object_add(o, "kms", json_object_new_string(t.kms));
+			json_object_object_add(o, "provider", json_object_new_string(t.provider));
+			json_object_object_add(o, "key_id", json_object_new_string(t.key_id));
+			json_object_object_add(o, "keyslot", json_object_new_int(t.keyslot));
+		}
+		json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
+		json_object_object_add(o, "result",
+				       json_object_new_string(cli_exit_name(cli_exit_code(r))));
+		json_object_object_add(o, "duration_ms", json_ms(now_ms() - t0));
+		cli_print_json(o);
+	} else if (r == 0 && !c->quiet) {
+		printf("'%s' (UUID %s): KMS '%s' unwrapped its secret and it opens keyslot %d "
+		       "(%.0f ms).\n",
+		       argv[1], hdr.uuid, t.kms, t.keyslot, now_ms() - t0);
+	}
+	token_done(&t);
+	volume_header_done(&hdr);
+	kms_handle_done(&h);
+	return cli_exit_code(r);
+}

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "codec/base64.h"
+#include "codec/token.h"
+#include "kmscrypt/token.h"
+#include "util/cleanup.h"
+
+#define TOKEN_MAX_BLOB 8192   /* wrapped 32-byte secrets are far smaller; RSA-4096 wraps are 512 */
+#define TOKEN_MAX_STRING 2048
+
+static int token_fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int token_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EBADMSG;
+}
+
+void token_done(struct kmscrypt_token *t)
+{
+	if (!t)
+		return;
+	free(t->kms);
+	free(t->provider);
+	free(t->key_id);
+	free(t->key_version);
+	free(t->alg);
+	free(t->created);
+	free(t->blob);
+	memset(t, 0, sizeof(*t));
+}
+
+static int get_string(json_object *o, const char *key, int required, char **ret, char *err,
+		      size_t errlen)
+{
+	json_object *v;
+	const char *s;
+
+	if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
+		if (required)
+			return token_fail(err, errlen, "field '%s' is missing", key);
+		*ret = strdup("");
+		return *ret ? 0 : -ENOMEM;
+	}
+	if (!json_object_is_type(v, json_type_string))
+		return token_fail(err, errlen, "field '%s' is not a string", key);
+	s = json_object_get_string(v);
+	if (strlen(s) > TOKEN_MAX_STRING)
+		return token_fail(err, errlen, "field '%s' is too long", key);
+	if (required && !*s)
+		return token_fail(err, errlen, "field '%s' is empty", key);
+	*ret = strdup(s);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int token_parse(const char *json, struct kmscrypt_token *ret, char *err, size_t errlen)
+{
+	struct kmscrypt_token t = {.keyslot = -1};
+	json_tokener *tok;
+	json_object *o = NULL, *v, *slot;
+	const char *s;
+	char *end;
+	long ks;
+	int r;
+
+	tok = json_tokener_new_ex(16);
+	if (!tok)
+		return -ENOMEM;
+	o = json_tokener_parse_ex(tok, json, (int)strlen(json));
+	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
+	    json_tokener_get_parse_end(tok) != strlen(json)) {
+		json_tokener_free(tok);
+		json_object_put(o);
+		return token_fail(err, errlen, "token is not valid JSON");
+	}
+	json_tokener_free(tok);
+	if (!json_object_is_type(o, json_type_object)) {
+		r = token_fail(err, errlen, "token is not a JSON object");
+		goto fail;
+	}
+	if (!json_object_object_get_ex(o, "type", &v) || !json_object_is_type(v, json_type_string) ||
+	    strcmp(json_object_get_string(v), KMSCRYPT_TOKEN_TYPE) != 0) {
+		r = token_fail(err, errlen, "token type is not '%s'", KMSCRYPT_TOKEN_TYPE);
+		goto fail;
+	}
+	if (!json_object_object_get_ex(o, "version", &v) || !json_object_is_type(v, json_type_int)) {
+		r = token_fail(err, errlen, "field 'version' is missing or not a number");
+		goto fail;
+	}
+	t.version = json_object_get_int(v);
+	if (t.version != KMSCRYPT_TOKEN_VERSION) {
+		r = token_fail(err, errlen, "token version %d is not supported (this kmscrypt reads %d)",
+			       t.version, KMSCRYPT_TOKEN_VERSION);
+		goto fail;
+	}
+	if (!json_object_object_get_ex(o, "keyslots", &v) || !json_object_is_type(v, json_type_array) ||
+	    json_object_array_length(v) != 1) {
+		r = token_fail(err, errlen, "field 'keyslots' must list exactly one keyslot");
+		goto fail;
+	}
+	slot = json_object_array_get_idx(v, 0);
+	if (!json_object_is_type(slot, json_type_string)) {
+		r = token_fail(err, errlen, "keyslot is not a string");
+		goto fail;
+	}
+	s = json_object_get_string(slot);
+	errno = 0;
+	ks = strtol(s, &end, 10);
+	if (errno || end == s || *end || ks < 0 || ks > 31) {
+		r = token_fail(err, errlen, "keyslot '%s' is not a number from 0 to 31", s);
+		goto fail;
+	}
+	t.keyslot = (int)ks;
+	if ((r = get_string(o, "kms", 1, &t.kms, err, errlen)) < 0 ||
+	    (r = get_string(o, "provider", 1, &t.provider, err, errlen)) < 0 ||
+	    (r = get_string(o, "key_id", 1, &t.key_id, err, errlen)) < 0 ||
+	    (r = get_string(o, "key_version", 0, &t.key_version, err, errlen)) < 0 ||
+	    (r = get_string(o, "alg", 1, &t.alg, err, errlen)) < 0 ||
+	    (r = get_string(o, "created", 0, &t.created, err, errlen)) < 0)
+		goto fail;
+	if (!json_object_object_get_ex(o, "blob", &v) || !json_object_is_type(v, json_type_string)) {
+		r = token_fail(err, errlen, "field 'blob' is missing");
+		goto fail;
+	}
+	s = json_object_get_string(v);
+	if (strlen(s) == 0 || strlen(s) > TOKEN_MAX_BLOB * 4 / 3 + 4) {
+		r = token_fail(err, errlen, "field 'blob' is empty or too large");
+		goto fail;
+	}
+	r = base64_decode(s, strlen(s), 0, &t.blob, &t.blob_len);
+	if (r < 0) {
+		r = token_fail(err, errlen, "field 'blob' is not valid base64");
+		goto fail;
+	}
+	json_object_put(o);
+	*ret = t;
+	return 0;
+fail:
+	json_object_put(o);
+	token_done(&t);
+	return r;
+}
+
+void format_rfc3339(time_t t, char *buf, size_t n)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int token_format(const struct kmscrypt_token *t, time_t now, char **ret_json)
+{
+	_cleanup_free_ char *blob = NULL;
+	json_object *o, *slots;
+	char slot[16], created[32];
+	const char *s;
+	int r;
+
+	if (t->keyslot < 0 || !t->kms || !t->provider || !t->key_id || !t->alg || !t->blob_len)
+		return -EINVAL;
+	r = base64_encode(t->blob, t->blob_len, 0, &blob);
+	if (r < 0)
+		return r;
+	snprintf(slot, sizeof(slot), "%d", t->keyslot);
+	if (t->created)
+		snprintf(created, sizeof(created), "%s", t->created);
+	else
+		format_rfc3339(now, created, sizeof(created));
+	o = json_object_new_object();
+	slots = json_object_new_array();
+	if (!o || !slots) {
+		json_object_put(o);
+		json_object_put(slots);
+		return -ENOMEM;
+	}
+	json_object_array_add(slots, json_object_new_string(slot));
+	json_object_object_add(o, "type", json_object_new_string(KMSCRYPT_TOKEN_TYPE));
+	json_object_object_add(o, "keyslots", slots);
+	json_object_object_add(o, "version", json_object_new_int(KMSCRYPT_TOKEN_VERSION));
+	json_object_object_add(o, "kms", json_object_new_string(t->kms));
+	json_object_object_add(o, "provider", json_object_new_string(t->provider));
+	json_object_object_add(o, "key_id", json_object_new_string(t->key_id));
+	json_object_object_add(o, "key_version",
+			       json_object_new_string(t->key_version ? t->key_version : ""));
+	json_object_object_add(o, "alg", json_object_new_string(t->alg));
+	json_object_object_add(o, "blob", json_object_new_string(blob));
+	json_object_object_add(o, "created", json_object_new_string(created));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	*ret_json = s ? strdup(s) : NULL;
+	json_object_put(o);
+	return *ret_json ? 0 : -ENOMEM;
+}

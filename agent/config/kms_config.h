@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KMS configuration files: text <-> struct kms_config.  Pure: no file I/O here (cli/ reads and writes
+ * the files with util/fileio.c).
+ *
+ *   # comment
+ *   [KMS]
+ *   Provider=local
+ *   KeyFile=/etc/kmscrypt/keys/lab.key
+ *   KeyId=sha256:0123...
+ *   Created=2026-11-30T17:00:00Z
+ *
+ * One "[KMS]" section; keys are those of the provider's option table plus Provider, Created and
+ * Description.  Unknown or repeated keys, a missing Provider or a missing required key are errors that
+ * name the line.
+ */
+#pragma once
+#include <stddef.h>
+
+#include "kms/provider.h"
+
+struct config_error {
+	unsigned line;      /* 0 when not tied to a line */
+	char message[256];
+};
+
+/* Valid configuration name: [A-Za-z0-9][A-Za-z0-9._-]{0,63}. */
+int kms_config_name_valid(const char *name);
+
+/* @providers: NULL-terminated list to resolve Provider= against (kms_provider_all()). */
+int kms_config_parse(const char *name, const char *text, size_t len,
+		     const struct kms_provider *const *providers, struct kms_config *ret,
+		     struct config_error *err);
+/* Serialise (settings in the order the provider's option table lists them, then the rest). */
+int kms_config_format(const struct kms_config *c, char **ret);
+/* Set (replace or add) a setting; @value copied. */
+int kms_config_set(struct kms_config *c, const char *key, const char *value);
+/* Check required settings are present. -EINVAL with message when not. */
+int kms_config_validate(const struct kms_config *c, struct config_error *err);
+/* The option table entry for @key (provider options only), NULL when none. */
+const struct kms_option *kms_config_option(const struct kms_provider *p, const char *key);
+/* Free everything; values of secret settings are wiped first. */
+void kms_config_done(struct kms_config *c);

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "codec/token.h"
+#include "state/state.h"
+#include "util/cleanup.h"
+#include "util/fileio.h"
+
+#define STATE_FILE_MAX (64 * 1024)
+
+void volume_state_done(struct volume_state *s)
+{
+	if (!s)
+		return;
+	free(s->device);
+	free(s->mapping);
+	free(s->kms);
+	free(s->revoke_reason);
+	memset(s, 0, sizeof(*s));
+}
+
+static int uuid_valid(const char *uuid)
+{
+	size_t n = strlen(uuid);
+
+	if (n == 0 || n >= 40)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("0123456789abcdefABCDEF-", uuid[i]))
+			return 0;
+	return 1;
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static time_t jtime(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return 0;
+	return (time_t)json_object_get_int64(v);
+}
+
+static int dupopt(const char *s, char **ret)
+{
+	*ret = s ? strdup(s) : NULL;
+	return (s && !*ret) ? -ENOMEM : 0;
+}
+
+static int state_parse(const char *text, struct volume_state *ret)
+{
+	struct volume_state s = {};
+	json_object *o = json_tokener_parse(text), *v;
+	const char *uuid;
+	int r = -EBADMSG;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		goto out;
+	uuid = jstr(o, "uuid");
+	if (!uuid || !uuid_valid(uuid))
+		goto out;
+	snprintf(s.uuid, sizeof(s.uuid), "%s", uuid);
+	if ((r = dupopt(jstr(o, "device"), &s.device)) < 0 ||
+	    (r = dupopt(jstr(o, "mapping"), &s.mapping)) < 0 ||
+	    (r = dupopt(jstr(o, "kms"), &s.kms)) < 0 ||
+	    (r = dupopt(jstr(o, "revoke_reason"), &s.revoke_reason)) < 0)
+		goto out;
+	s.revoked = json_object_object_get_ex(o, "revoked", &v) && json_object_get_boolean(v);
+	s.last_unlock = jtime(o, "last_unlock");
+	s.last_lock = jtime(o, "last_lock");
+	s.last_revoke = jtime(o, "last_revoke");
+	s.last_restore = jtime(o, "last_restore");
+	*ret = s;
+	memset(&s, 0, sizeof(s));
+	r = 0;
+out:
+	json_object_put(o);
+	volume_state_done(&s);
+	return r;
+}
+
+int state_load(const char *dir, const char *uuid, struct volume_state *ret)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	int r;
+
+	if (!uuid_valid(uuid))
+		return -EINVAL;
+	if (asprintf(&path, "%s/volumes/%s.json", dir, uuid) < 0)
+		return -ENOMEM;
+	r = read_file_text(path, STATE_FILE_MAX, &text, NULL);
+	if (r < 0)
+		return r;
+	return state_parse(text, ret);
+}
+
+static void add_opt(json_object *o, const char *key, const char *v)
+{
+	if (v)
+		json_object_object_add(o, key, json_object_new_string(v));
+}
+
+static void add_time(json_object *o, const char *key, time_t t)
+{
+	char buf[32];
+	char k[64];
+
+	if (!t)
+		return;
+	json_object_object_add(o, key, json_object_new_int64((int64_t)t));
+	format_rfc3339(t, buf, sizeof(buf));
+	snprintf(k, sizeof(k), "%s_utc", key);
+	json_object_object_add(o, k, json_object_new_string(buf));
+}
+
+int state_save(const char *dir, const struct volume_state *s)
+{
+	_cleanup_free_ char *path = NULL, *vdir = NULL;
+	json_object *o;
+	const char *text;
+	int r;
+
+	if (!uuid_valid(s->uuid))
+		return -EINVAL;
+	if (asprintf(&vdir, "%s/volumes", dir) < 0 ||
+	    asprintf(&path, "%s/volumes/%s.json", dir, s->uuid) < 0)
+		return -ENOMEM;
+	r = mkdir_p(vdir, 0700);
+	if (r < 0)
+		return r;
+	o = json_object_new_object();
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "uuid", json_object_new_string(s->uuid));
+	add_opt(o, "device", s->device);
+	add_opt(o, "mapping", s->mapping);
+	add_opt(o, "kms", s->kms);
+	json_object_object_add(o, "revoked", json_object_new_boolean(s->revoked));
+	add_opt(o, "revoke_reason", s->revoke_reason);
+	add_time(o, "last_unlock", s->last_unlock);
+	add_time(o, "last_lock", s->last_lock);
+	add_time(o, "last_revoke", s->last_revoke);
+	add_time(o, "last_restore", s->last_restore);
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+						     JSON_C_TO_STRING_NOSLASHESCAPE);
+	r = write_file_atomic(path, text, strlen(text), 0600, 0);
+	json_object_put(o);
+	return r;
+}
+
+void state_list_free(struct volume_state **l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; l[i]; i++) {
+		volume_state_done(l[i]);
+		free(l[i]);
+	}
+	free(l);
+}
+
+int state_list(const char *dir, struct volume_state ***ret)
+{
+	_cleanup_free_ char *vdir = NULL;
+	struct volume_state **l = calloc(1, sizeof(*l));
+	size_t n = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (!l)
+		return -ENOMEM;
+	if (asprintf(&vdir, "%s/volumes", dir) < 0) {
+		free(l);
+		return -ENOMEM;
+	}
+	d = opendir(vdir);
+	if (!d) {
+		if (errno == ENOENT) {
+			*ret = l;
+			return 0;
+		}
+		free(l);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		char uuid[64];
+		size_t len = strlen(de->d_name);
+		struct volume_state *s, **nl;
+
+		if (len < 6 || len - 5 >= sizeof(uuid) || strcmp(de->d_name + len - 5, ".json") != 0)
+			continue;
+		memcpy(uuid, de->d_name, len - 5);
+		uuid[len - 5] = 0;
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			break;
+		if (state_load(dir, uuid, s) < 0) {
+			free(s);
+			continue;
+		}
+		nl = realloc(l, (n + 2) * sizeof(*l));
+		if (!nl) {
+			volume_state_done(s);
+			free(s);
+			break;
+		}
+		l = nl;
+		l[n++] = s;
+		l[n] = NULL;
+	}
+	closedir(d);
+	*ret = l;
+	return 0;
+}
+
+int state_lock(const char *dir, unsigned timeout_sec)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = mkdir_p(dir, 0700);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/lock", dir) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0)
+		return -errno;
+	for (unsigned waited = 0;; waited++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return TAKE_FD(fd);
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		if (waited >= timeout_sec * 10)
+			return -EBUSY;
+		usleep(100 * 1000);
+	}
+}
+
+int audit_append(const char *dir, const struct audit_record *a)
+{
+	_cleanup_free_ char *path = NULL;
+	json_object *o = json_object_new_object();
+	struct timespec ts;
+	char when[64], frac[32];
+	int r;
+
+	if (!o)
+		return -ENOMEM;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	format_rfc3339(ts.tv_sec, when, sizeof(when));
+	/* insert milliseconds before the Z */
+	snprintf(frac, sizeof(frac), ".%03ldZ", ts.tv_nsec / 1000000);
+	when[strlen(when) - 1] = 0;
+	strncat(when, frac, sizeof(when) - strlen(when) - 1);
+	json_object_object_add(o, "time", json_object_new_string(when));
+	add_opt(o, "action", a->action);
+	add_opt(o, "volume", a->uuid);
+	add_opt(o, "mapping", a->mapping);
+	add_opt(o, "device", a->device);
+	add_opt(o, "kms", a->kms);
+	add_opt(o, "reason", a->reason);
+	add_opt(o, "result", a->result);
+	if (a->duration_ms >= 0) {
+		char ms[32];
+		snprintf(ms, sizeof(ms), "%.3f", a->duration_ms);
+		json_object_object_add(o, "duration_ms", json_object_new_double_s(a->duration_ms, ms));
+	}
+	r = mkdir_p(dir, 0700);
+	if (r >= 0) {
+		if (asprintf(&path, "%s/audit.log", dir) < 0)
+			r = -ENOMEM;
+		else
+			r = append_line(path,
+					json_object_to_json_string_ext(
+						o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+					0600);
+	}
+	json_object_put(o);
+	return r;
+}
+
+static int usage_path(const char *dir, const char *kms, char **ret)
+{
+	if (strchr(kms, '/') || kms[0] == '.')
+		return -EINVAL;
+	return asprintf(ret, "%s/kms-usage/%s", dir, kms) < 0 ? -ENOMEM : 0;
+}
+
+void strv_free(char **l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; l[i]; i++)
+		free(l[i]);
+	free(l);
+}
+
+int usage_list(const char *dir, const char *kms, char ***ret)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	char **l = calloc(1, sizeof(*l));
+	size_t n = 0;
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	r = usage_path(dir, kms, &path);
+	if (r < 0)
+		goto fail;
+	r = read_file_text(path, 4 * 1024 * 1024, &text, NULL);
+	if (r == -ENOENT) {
+		*ret = l;
+		return 0;
+	}
+	if (r < 0)
+		goto fail;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		json_object *o = json_tokener_parse(line);
+		const char *uuid = o ? jstr(o, "uuid") : NULL, *dev = o ? jstr(o, "device") : NULL;
+		char *item = NULL, **nl;
+		int dup = 0;
+
+		if (uuid) {
+			for (size_t i = 0; i < n; i++)
+				if (strncmp(l[i], uuid, strlen(uuid)) == 0)
+					dup = 1;
+			if (!dup && asprintf(&item, "%s (%s)", uuid, dev ? dev : "?") < 0)
+				item = NULL;
+		}
+		json_object_put(o);
+		if (!item)
+			continue;
+		nl = realloc(l, (n + 2) * sizeof(*l));
+		if (!nl) {
+			free(item);
+			r = -ENOMEM;
+			goto fail;
+		}
+		l = nl;
+		l[n++] = item;
+		l[n] = NULL;
+	}
+	*ret = l;
+	return 0;
+fail:
+	strv_free(l);
+	return r;
+}
+
+int usage_record(const char *dir, const char *kms, const char *uuid, const char *device)
+{
+	_cleanup_free_ char *path = NULL, *udir = NULL;
+	json_object *o;
+	char when[32];
+	int r;
+
+	r = usage_path(dir, kms, &path);
+	if (r < 0)
+		return r;
+	if (asprintf(&udir, "%s/kms-usage", dir) < 0)
+		return -ENOMEM;
+	r = mkdir_p(udir, 0700);
+	if (r < 0)
+		return r;
+	o = json_object_new_object();
+	if (!o)
+		return -ENOMEM;
+	format_rfc3339(time(NULL), when, sizeof(when));
+	json_object_object_add(o, "uuid", json_object_new_string(uuid));
+	add_opt(o, "device", device);
+	json_object_object_add(o, "bound", json_object_new_string(when));
+	r = append_line(path,
+			json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+								  JSON_C_TO_STRING_NOSLASHESCAPE),
+			0600);
+	json_object_put(o);
+	return r;
+}
