@@ -168,6 +168,16 @@ expect_rc 7 "unlock of a revoked volume is refused" -- "$K" unlock a.img
 expect_out "kmscrypt restore" "refusal says what to do"
 expect_rc 0 "audit log records the revoke" -- grep -q '"action":"revoke".*"reason":"drill"' state/audit.log
 
+# ---- commands that change things serialise on the state-dir lock
+flock -x state/lock -c 'sleep 2' &
+holder=$!
+sleep 0.3
+start=$(date +%s%N)
+expect_rc 0 "kms create waits for the lock holder" -- "$K" kms create waited --provider local --key-file lab.key
+waited=$(( ($(date +%s%N) - start) / 1000000 ))
+wait $holder
+if [ "$waited" -ge 1200 ]; then pass "second command waited ${waited} ms for the lock"; else failed "second command did not wait for the lock (${waited} ms)"; fi
+
 # ---- no secret in state, audit, or config files
 keyhex=$(od -An -tx1 -v lab.key | tr -d ' \n')
 if grep -rqa "$(base64 -w0 lab.key)" etc state || grep -rqa "$keyhex" etc state; then
