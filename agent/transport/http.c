@@ -1,0 +1,602 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libcurl behind one file.  See http.h for the design (handle pool + CURLSH for DNS and TLS sessions).
+ * Never CURLOPT_VERBOSE, never CURLOPT_SSL_VERIFYPEER=0, never a debug callback: bodies and headers
+ * carry key material and tokens.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "codec/http_msg.h"
+#include "kmscrypt/version.h"
+#include "kms/provider.h"
+#include "transport/http.h"
+#include "util/cleanup.h"
+#include "util/secret.h"
+
+#define HTTP_BODY_INITIAL (16u * 1024u)
+
+struct http_client {
+	CURLSH *share;
+	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
+
+	pthread_mutex_t pool_lock; /* guards everything below */
+	pthread_cond_t pool_cond;
+	CURL **idle;
+	size_t n_idle, n_total;
+	struct http_stats stats;
+
+	char *ca_file, *user_agent;
+	unsigned connect_timeout_ms, request_timeout_ms, max_attempts, max_connections;
+	size_t body_max;
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userp)
+{
+	struct http_client *c = userp;
+
+	if ((unsigned)data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&c->share_lock[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *userp)
+{
+	struct http_client *c = userp;
+
+	if ((unsigned)data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&c->share_lock[data]);
+}
+
+int http_client_new(const struct http_client_options *o, struct http_client **ret)
+{
+	static const struct http_client_options defaults = {};
+	struct http_client *c;
+
+	if (!o)
+		o = &defaults;
+	pthread_once(&global_once, global_init);
+	if (global_rc != CURLE_OK)
+		return -ENOMEM;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	for (size_t i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&c->share_lock[i], NULL);
+	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_cond_init(&c->pool_cond, NULL);
+	c->connect_timeout_ms = o->connect_timeout_ms ?: 5000;
+	c->request_timeout_ms = o->request_timeout_ms ?: 15000;
+	c->max_attempts = o->max_attempts ?: 3;
+	c->max_connections = o->max_connections ?: 4;
+	c->body_max = o->body_max ?: HTTP_BODY_MAX;
+	c->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
+	c->user_agent = strdup(o->user_agent ?: "kmscrypt/" KMSCRYPT_VERSION);
+	c->idle = calloc(c->max_connections, sizeof(*c->idle));
+	c->share = curl_share_init();
+	if ((o->ca_file && !c->ca_file) || !c->user_agent || !c->idle || !c->share ||
+	    curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+	    curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+	    curl_share_setopt(c->share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
+	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+		http_client_free(c);
+		return -ENOMEM;
+	}
+	*ret = c;
+	return 0;
+}
+
+struct http_client *http_client_free(struct http_client *c)
+{
+	if (!c)
+		return NULL;
+	/* every handle must be back in the pool: the caller joined its threads */
+	for (size_t i = 0; i < c->n_idle; i++)
+		curl_easy_cleanup(c->idle[i]);
+	free(c->idle);
+	if (c->share)
+		curl_share_cleanup(c->share);
+	for (size_t i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&c->share_lock[i]);
+	pthread_mutex_destroy(&c->pool_lock);
+	pthread_cond_destroy(&c->pool_cond);
+	free(c->ca_file);
+	free(c->user_agent);
+	free(c);
+	return NULL;
+}
+
+void http_client_freep(struct http_client **c)
+{
+	*c = http_client_free(*c);
+}
+
+void http_client_get_stats(struct http_client *c, struct http_stats *ret)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	*ret = c->stats;
+	pthread_mutex_unlock(&c->pool_lock);
+}
+
+/* Take an idle handle (the most recently used: its connection is the warmest) or make one. */
+static CURL *handle_get(struct http_client *c)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&c->pool_lock);
+	while (c->n_idle == 0 && c->n_total >= c->max_connections)
+		pthread_cond_wait(&c->pool_cond, &c->pool_lock);
+	if (c->n_idle > 0)
+		h = c->idle[--c->n_idle];
+	else {
+		h = curl_easy_init();
+		if (h)
+			c->n_total++;
+	}
+	pthread_mutex_unlock(&c->pool_lock);
+	return h;
+}
+
+static void handle_put(struct http_client *c, CURL *h, long connects)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	c->stats.requests++;
+	if (connects > 0)
+		c->stats.connects += (uint64_t)connects;
+	c->idle[c->n_idle++] = h;
+	pthread_cond_signal(&c->pool_cond);
+	pthread_mutex_unlock(&c->pool_lock);
+}
+
+struct transfer {
+	struct http_response *resp;
+	size_t body_max;
+	bool too_big;
+	int r; /* -ENOMEM from a callback */
+};
+
+static size_t on_header(char *data, size_t size, size_t n, void *userdata)
+{
+	struct transfer *t = userdata;
+	size_t len = size * n, k, v, e;
+
+	/* a new status line (100 Continue, a proxy's CONNECT reply) starts a new header set */
+	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		struct http_response *resp = t->resp;
+		for (size_t i = 0; i < resp->n_headers; i++) {
+			free(resp->headers[i].name);
+			free(resp->headers[i].value);
+		}
+		free(resp->headers);
+		resp->headers = NULL;
+		resp->n_headers = 0;
+		return len;
+	}
+	for (k = 0; k < len && data[k] != ':'; k++)
+		;
+	if (k == 0 || k == len)
+		return len; /* the blank line ending the headers, or not a header */
+	for (v = k + 1; v < len && (data[v] == ' ' || data[v] == '\t'); v++)
+		;
+	for (e = len; e > v && (data[e - 1] == '\r' || data[e - 1] == '\n' || data[e - 1] == ' '); e--)
+		;
+	if (http_response_header_add(t->resp, data, k, data + v, e - v) < 0) {
+		t->r = -EBADMSG;
+		return 0;
+	}
+	return len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *userdata)
+{
+	struct transfer *t = userdata;
+	struct http_response *resp = t->resp;
+	size_t len = size * n, need;
+
+	if (len == 0)
+		return 0;
+	need = (resp->body ? resp->body->len : 0) + len;
+	if (need > t->body_max) {
+		t->too_big = true;
+		return 0; /* curl fails with CURLE_WRITE_ERROR */
+	}
+	if (!resp->body || need > resp->body->cap) {
+		/* grow into a bigger locked buffer; the old one is wiped by secret_free() */
+		size_t cap = MAX(HTTP_BODY_INITIAL, need);
+		struct secret *s;
+
+		if (resp->body)
+			cap = MAX(cap, resp->body->cap * 2);
+		cap = MIN(cap, t->body_max);
+		if (secret_new(cap, &s) < 0) {
+			t->r = -ENOMEM;
+			return 0;
+		}
+		if (resp->body) {
+			memcpy(s->buf, resp->body->buf, resp->body->len);
+			s->len = resp->body->len;
+			secret_free(resp->body);
+		}
+		resp->body = s;
+	}
+	memcpy(resp->body->buf + resp->body->len, data, len);
+	resp->body->len += len;
+	return len;
+}
+
+/* Metadata services live on link-local addresses; loopback is allowed for test doubles. */
+static bool metadata_host_ok(const char *authority)
+{
+	char host[64];
+	const char *end;
+	size_t n;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (authority[0] == '[') {
+		end = strchr(authority, ']');
+		if (!end)
+			return false;
+		authority++;
+	} else
+		end = authority + strcspn(authority, ":");
+	n = (size_t)(end - authority);
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, authority, n);
+	host[n] = 0;
+	if (strcmp(host, "metadata.google.internal") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1) {
+		uint32_t ip = ntohl(a4.s_addr);
+		return (ip >> 16) == 0xa9fe /* 169.254/16 */ || (ip >> 24) == 127;
+	}
+	if (inet_pton(AF_INET6, host, &a6) == 1) {
+		static const uint8_t ec2[16] = { 0xfd, 0x00, 0x0e, 0xc2, [15] = 0x54 }; /* fd00:ec2::254 */
+		return memcmp(&a6, ec2, 16) == 0 || IN6_IS_ADDR_LOOPBACK(&a6) || IN6_IS_ADDR_LINKLOCAL(&a6);
+	}
+	return false;
+}
+
+static bool header_value_ok(const char *v)
+{
+	for (; *v; v++)
+		if (*v == '\r' || *v == '\n' || *v == 0)
+			return false;
+	return true;
+}
+
+static void slist_free_wiped(struct curl_slist *l)
+{
+	for (struct curl_slist *i = l; i; i = i->next)
+		if (i->data)
+			explicit_bzero(i->data, strlen(i->data));
+	curl_slist_free_all(l);
+}
+
+static int build_headers(const struct http_request *req, struct curl_slist **ret)
+{
+	struct curl_slist *l = NULL, *t;
+
+	for (size_t i = 0; i < req->n_headers; i++) {
+		_cleanup_free_ char *line = NULL;
+		const struct http_header *h = &req->headers[i];
+		int k;
+
+		if (!header_value_ok(h->value) || !header_value_ok(h->name)) {
+			slist_free_wiped(l);
+			return -EINVAL;
+		}
+		/* "Name;" sends an empty header in curl's syntax; "Name:" would remove it */
+		k = *h->value ? asprintf(&line, "%s: %s", h->name, h->value) : asprintf(&line, "%s;", h->name);
+		if (k < 0) {
+			slist_free_wiped(l);
+			return -ENOMEM;
+		}
+		t = curl_slist_append(l, line);
+		explicit_bzero(line, (size_t)k);
+		if (!t) {
+			slist_free_wiped(l);
+			return -ENOMEM;
+		}
+		l = t;
+	}
+	/* no "Expect: 100-continue" round trip for bodies over 1 KiB */
+	t = curl_slist_append(l, "Expect:");
+	if (!t) {
+		slist_free_wiped(l);
+		return -ENOMEM;
+	}
+	*ret = t;
+	return 0;
+}
+
+static bool tls_trust_error(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+	case CURLE_SSL_CRL_BADFILE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int map_curl_error(struct http_client *c, const struct http_request *req, CURLcode rc,
+			  const struct transfer *t, const char *errbuf, struct kms_error *err)
+{
+	const char *detail = *errbuf ? errbuf : curl_easy_strerror(rc);
+
+	if (t->r == -ENOMEM || rc == CURLE_OUT_OF_MEMORY)
+		return -ENOMEM;
+	if (t->too_big)
+		return kms_error_fill(err, -EBADMSG, 0, "", NULL,
+				      "reply from '%s' is larger than %zu bytes", req->host, c->body_max);
+	if (t->r < 0)
+		return kms_error_fill(err, t->r, 0, "", NULL, "malformed reply headers from '%s'", req->host);
+	if (tls_trust_error(rc))
+		return kms_error_fill(err, -EACCES, 0, "tls", NULL,
+				      "TLS certificate of '%s' is not trusted (%s); check --ca-file", req->host,
+				      detail);
+	switch (rc) {
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return kms_error_fill(err, -EINVAL, 0, "", NULL, "refusing to send to '%s': %s", req->host,
+				      detail);
+	case CURLE_OPERATION_TIMEDOUT:
+		return kms_error_fill(err, -EAGAIN, 0, "timeout", NULL, "request to '%s' timed out: %s",
+				      req->host, detail);
+	case CURLE_WEIRD_SERVER_REPLY:
+		return kms_error_fill(err, -EAGAIN, 0, "", NULL, "malformed HTTP reply from '%s': %s",
+				      req->host, detail);
+	default:
+		/* resolve, connect, proxy, reset, TLS handshake, partial reply: worth another try */
+		return kms_error_fill(err, -EAGAIN, 0, "network", NULL, "could not connect to '%s': %s",
+				      req->host, detail);
+	}
+}
+
+static int setup(struct http_client *c, CURL *h, const struct http_request *req, const char *url,
+		 struct curl_slist *headers, struct transfer *t, char *errbuf)
+{
+	bool metadata = req->flags & HTTP_REQ_METADATA;
+	unsigned timeout = req->timeout_ms ?: c->request_timeout_ms;
+	CURLcode rc = CURLE_OK;
+
+#define SET(opt, val)                                                                              \
+	do {                                                                                       \
+		if (rc == CURLE_OK)                                                                \
+			rc = curl_easy_setopt(h, opt, val);                                        \
+	} while (0)
+
+	SET(CURLOPT_SHARE, c->share);
+	SET(CURLOPT_URL, url);
+	/* https only; plain http for link-local metadata requests, which never go through a proxy */
+	SET(CURLOPT_PROTOCOLS_STR, metadata && strcmp(req->scheme, "http") == 0 ? "http" : "https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	if (metadata)
+		SET(CURLOPT_PROXY, "");
+	SET(CURLOPT_SSL_VERIFYPEER, 1L);
+	SET(CURLOPT_SSL_VERIFYHOST, 2L);
+	SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	if (c->ca_file) {
+		SET(CURLOPT_CAINFO, c->ca_file);
+		SET(CURLOPT_CAPATH, NULL); /* trust the given bundle only */
+	}
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)MIN(c->connect_timeout_ms, timeout));
+	SET(CURLOPT_TIMEOUT_MS, (long)timeout);
+	SET(CURLOPT_USERAGENT, c->user_agent);
+	SET(CURLOPT_HTTPHEADER, headers);
+	SET(CURLOPT_ERRORBUFFER, errbuf);
+	SET(CURLOPT_HEADERFUNCTION, on_header);
+	SET(CURLOPT_HEADERDATA, t);
+	SET(CURLOPT_WRITEFUNCTION, on_body);
+	SET(CURLOPT_WRITEDATA, t);
+	SET(CURLOPT_ACCEPT_ENCODING, NULL); /* no compression: bodies are small and land in locked memory */
+	if (req->body || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0) {
+		/* POSTFIELDS does not copy: curl reads the locked body in place */
+		SET(CURLOPT_POST, 1L);
+		SET(CURLOPT_POSTFIELDS, req->body ? (const char *)req->body->buf : "");
+		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body->len : 0));
+		if (strcmp(req->method, "POST") != 0)
+			SET(CURLOPT_CUSTOMREQUEST, req->method);
+	} else if (strcmp(req->method, "GET") == 0)
+		SET(CURLOPT_HTTPGET, 1L);
+	else
+		SET(CURLOPT_CUSTOMREQUEST, req->method);
+#undef SET
+	return rc == CURLE_OK ? 0 : rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
+}
+
+int http_send(struct http_client *c, const struct http_request *req, struct http_response *ret,
+	      struct kms_error *err)
+{
+	_cleanup_(http_response_done) struct http_response resp = {};
+	_cleanup_free_ char *url = NULL;
+	struct curl_slist *headers = NULL;
+	struct transfer t = { .resp = &resp, .body_max = c->body_max };
+	char errbuf[CURL_ERROR_SIZE] = "";
+	long status = 0, connects = 0;
+	CURLcode rc;
+	CURL *h;
+	int r;
+
+	if (!req || !req->method || !req->scheme || !req->host || !req->path)
+		return kms_error_fill(err, -EINVAL, 0, "", NULL, "incomplete HTTP request");
+	if (strcmp(req->scheme, "https") != 0 &&
+	    !(strcmp(req->scheme, "http") == 0 && (req->flags & HTTP_REQ_METADATA)))
+		return kms_error_fill(err, -EINVAL, 0, "", NULL, "refusing plain %s:// to '%s': https only",
+				      req->scheme, req->host);
+	if ((req->flags & HTTP_REQ_METADATA) && !metadata_host_ok(req->host))
+		return kms_error_fill(err, -EINVAL, 0, "", NULL,
+				      "'%s' is not a link-local metadata address", req->host);
+	r = http_request_url(req, &url);
+	if (r < 0)
+		return r;
+	r = build_headers(req, &headers);
+	if (r < 0)
+		return kms_error_fill(err, r, 0, "", NULL, "invalid header in request to '%s'", req->host);
+
+	h = handle_get(c);
+	if (!h) {
+		slist_free_wiped(headers);
+		return -ENOMEM;
+	}
+	curl_easy_reset(h); /* keeps the handle's live connections, DNS and TLS session caches */
+	r = setup(c, h, req, url, headers, &t, errbuf);
+	if (r < 0) {
+		curl_easy_reset(h);
+		handle_put(c, h, 0);
+		slist_free_wiped(headers);
+		return kms_error_fill(err, r, 0, "", NULL, "could not set up the request to '%s'", req->host);
+	}
+	rc = curl_easy_perform(h);
+	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	(void)curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+	/* drop pointers into this call's stack and the request before the handle goes back */
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	handle_put(c, h, connects);
+	slist_free_wiped(headers);
+
+	if (rc != CURLE_OK)
+		return map_curl_error(c, req, rc, &t, errbuf, err);
+	if (status < 100 || status > 599)
+		return kms_error_fill(err, -EBADMSG, 0, "", NULL, "no HTTP status from '%s'", req->host);
+	resp.status = (int)status;
+	*ret = resp;
+	memset(&resp, 0, sizeof(resp));
+	return 0;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static uint32_t random_u32(void)
+{
+	uint32_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
+		v = (uint32_t)now_ms() * 2654435761u; /* jitter only; not a secret */
+	return v;
+}
+
+static int default_transient(const struct http_response *resp, void *userdata)
+{
+	return http_status_transient(resp->status);
+}
+
+int http_send_retry(struct http_client *c, const struct http_request *req, const struct http_retry *policy,
+		    struct http_response *ret, struct kms_error *err)
+{
+	static const struct http_retry none = {};
+	const struct http_retry *p = policy ?: &none;
+	int (*transient)(const struct http_response *, void *) = p->transient ?: default_transient;
+	unsigned max = p->max_attempts ?: c->max_attempts;
+	uint64_t start = now_ms(), deadline = p->deadline_ms ? start + p->deadline_ms : 0;
+	struct http_response last = {};
+	int r = -EAGAIN;
+
+	for (unsigned attempt = 1;; attempt++) {
+		struct http_request one = *req; /* shallow: only timeout_ms differs */
+		struct http_response resp = {};
+		unsigned wait = 0, remaining = 0;
+
+		if (deadline) {
+			uint64_t now = now_ms();
+			if (now >= deadline)
+				break;
+			remaining = (unsigned)(deadline - now);
+			if (!one.timeout_ms || one.timeout_ms > remaining)
+				one.timeout_ms = remaining;
+			if (!req->timeout_ms && c->request_timeout_ms < one.timeout_ms)
+				one.timeout_ms = c->request_timeout_ms;
+		}
+		r = http_send(c, &one, &resp, err);
+		if (r == 0 && !transient(&resp, p->userdata)) {
+			http_response_done(&last);
+			*ret = resp;
+			return 0;
+		}
+		if (r < 0 && r != -EAGAIN) {
+			http_response_done(&last);
+			return r; /* denied, invalid, malformed: asking again will not help */
+		}
+		http_response_done(&last);
+		last = resp; /* zeroed when r < 0 */
+		if (attempt >= max)
+			break;
+		wait = kms_backoff_ms(attempt, random_u32());
+		if (r == 0) {
+			unsigned ra;
+			const char *v = http_response_header_get(&last, "Retry-After");
+
+			if (v && http_retry_after_parse(v, time(NULL), KMS_BACKOFF_CAP_MS, &ra) == 0)
+				wait = MAX(wait, ra);
+		}
+		if (deadline && now_ms() + wait >= deadline) {
+			/* no time for another attempt: stop now rather than sleep past the deadline */
+			deadline = 0;
+			if (r < 0)
+				r = -ETIMEDOUT;
+			break;
+		}
+		sleep_ms(wait);
+		pthread_mutex_lock(&c->pool_lock);
+		c->stats.retries++;
+		pthread_mutex_unlock(&c->pool_lock);
+	}
+	if (last.status) {
+		/* out of attempts (or time) on a transient reply: the codec classifies it */
+		*ret = last;
+		return 0;
+	}
+	if (r == -ETIMEDOUT || (deadline && now_ms() >= deadline)) {
+		char code[sizeof(err->code)] = "", msg[sizeof(err->message)] = "";
+
+		if (err) {
+			memcpy(code, err->code, sizeof(code));
+			memcpy(msg, err->message, sizeof(msg));
+		}
+		return kms_error_fill(err, -ETIMEDOUT, 0, code, NULL, "deadline reached for '%s'%s%.300s",
+				      req->host, *msg ? ": " : "", msg);
+	}
+	return r;
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * HTTPS transport: the only place that talks to libcurl (STYLE.md sections 1 and 4).
+ *
+ * One struct http_client per command run, shared by every provider and volume, safe to use from
+ * several threads at once.  Design:
+ *   - a pool of curl easy handles (at most max_connections); each handle keeps its own connection
+ *     cache, so sequential requests to an endpoint (from any thread) reuse one TLS connection, and
+ *     concurrent requests take different handles (HTTP/1.1 cannot multiplex anyway);
+ *   - one CURLSH share (with lock callbacks) for the DNS cache and TLS sessions, so a second
+ *     connection to the same endpoint resumes the TLS session.  The connection cache itself is not
+ *     put in the share: libcurl documents that as unsupported across concurrent threads.
+ *   - TLS verification always on (there is no switch to turn it off); https only, except a request
+ *     flagged HTTP_REQ_METADATA to a link-local/loopback metadata address, which may be plain http and
+ *     never uses a proxy.  HTTPS_PROXY/NO_PROXY from the environment are honoured (libcurl's default).
+ *   - response bodies go into locked memory, capped at body_max; bodies are never logged and
+ *     CURLOPT_VERBOSE is never set.
+ *
+ * Errors (provider.h classes):  -EAGAIN network/timeout/reset (message "could not connect to 'host':
+ * ..."), -EACCES certificate not trusted (permanent: the message points at --ca-file), -EBADMSG reply
+ * larger than the cap or not HTTP, -EINVAL request refused before sending (scheme, header with CR/LF),
+ * -ETIMEDOUT overall deadline passed (http_send_retry), -ENOMEM.
+ */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_request;
+struct http_response;
+struct kms_error;
+struct http_client;
+
+struct http_client_options {
+	const char *ca_file;          /* PEM bundle to trust instead of the system store; NULL: system */
+	unsigned connect_timeout_ms;  /* 0: 5000 */
+	unsigned request_timeout_ms;  /* per attempt; 0: 15000 (a request's own timeout_ms wins) */
+	unsigned max_attempts;        /* http_send_retry(); 0: 3 */
+	unsigned max_connections;     /* concurrent requests (= connections) per client; 0: 4 */
+	size_t body_max;              /* 0: HTTP_BODY_MAX */
+	const char *user_agent;       /* NULL: "kmscrypt/<version>" */
+};
+
+struct http_stats {
+	uint64_t requests; /* transfers attempted (each retry counts) */
+	uint64_t connects; /* new connections made (sum of CURLINFO_NUM_CONNECTS) */
+	uint64_t retries;  /* attempts after the first in http_send_retry() */
+};
+
+int http_client_new(const struct http_client_options *o, struct http_client **ret);
+struct http_client *http_client_free(struct http_client *c); /* NULL-safe; returns NULL */
+void http_client_freep(struct http_client **c);
+void http_client_get_stats(struct http_client *c, struct http_stats *ret);
+
+/* One attempt.  0 when an HTTP reply arrived, whatever its status (the codec parses it); *ret is
+ * written only then.  @err (optional) gets the message for a transport failure. */
+int http_send(struct http_client *c, const struct http_request *req, struct http_response *ret,
+	      struct kms_error *err);
+
+/* Retry policy for http_send_retry(). */
+struct http_retry {
+	unsigned max_attempts; /* 0: the client's */
+	unsigned deadline_ms;  /* overall budget for all attempts and waits; 0: none beyond attempts */
+	/* Is this reply worth another attempt?  NULL: http_status_transient(status).  AWS passes a function
+	 * that also retries ThrottlingException (HTTP 400). */
+	int (*transient)(const struct http_response *resp, void *userdata);
+	void *userdata;
+};
+
+/* http_send() with retries: transport -EAGAIN and transient replies are retried after
+ * max(Retry-After, kms_backoff_ms(attempt, random)); everything else (-EACCES, -EINVAL, 4xx answers)
+ * is returned at once.  When attempts run out on a transient reply, that reply is returned (0) for
+ * the codec to classify; when the deadline passes during a transport failure, -ETIMEDOUT. */
+int http_send_retry(struct http_client *c, const struct http_request *req, const struct http_retry *policy,
+		    struct http_response *ret, struct kms_error *err);
