@@ -374,8 +374,8 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		goto out;
 	}
 	/* Record the key identity the KMS reported, so later use can be checked against it. */
-	if (!kms_config_get(&cfg, "KeyId") && kms_config_option(p, "KeyId")) {
-		r = kms_config_set(&cfg, "KeyId", info.key_id);
+	if (p->identity_key && !kms_config_get(&cfg, p->identity_key) && info.key_id[0]) {
+		r = kms_config_set(&cfg, p->identity_key, info.key_id);
 		if (r < 0)
 			goto out;
 	}
@@ -628,7 +628,7 @@ static int kms_edit(struct cli *c, int argc, char **argv)
 		goto out;
 	}
 	{
-		const char *want = kms_config_get(&old, "KeyId");
+		const char *want = p->identity_key ? kms_config_get(&old, p->identity_key) : NULL;
 		if (want && *info.key_id && strcmp(want, info.key_id) != 0) {
 			r = log_error_errno(EACCES,
 					    "The new settings for '%s' reach key %s, not key %s that "

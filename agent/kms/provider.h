@@ -105,6 +105,10 @@ struct kms_provider {
 	const char *description; /* one line for `kms create --help` */
 	const char *warning;     /* printed by `kms show`, e.g. "not for production"; may be NULL */
 	const struct kms_option *options; /* terminated by an entry with key == NULL */
+	/* The setting that names the master key as describe() reports it in kms_key_info.key_id (e.g.
+	 * "KeyId" for local, a resolved ARN for AWS).  `kms create` records it when unset, and `kms
+	 * edit` refuses new credentials whose describe() reports another key. */
+	const char *identity_key;
 
 	/* `kms create`: check settings and, where the provider does so, create the master key; may add
 	 * settings to @cfg (e.g. a KeyId the KMS assigned).  Optional. */

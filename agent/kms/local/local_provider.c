@@ -186,6 +186,7 @@ const struct kms_provider kms_provider_local = {
 	.warning = "the local provider keeps the master key on this machine: for tests and labs only, "
 		   "not for production",
 	.options = local_options,
+	.identity_key = "KeyId",
 	.provision = local_provision,
 	.open = local_open_ctx,
 	.close = local_close,
