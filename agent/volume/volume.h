@@ -10,6 +10,8 @@
  *   other      -errno from the libraries
  * Functions here log nothing above LOG_DEBUG; the CLI logs once.  Secrets come in as struct secret and
  * are handed to the kernel through the keyring only: never hex in a dm table.
+ * Every function may be called from several threads at once; they serialise on one process-wide
+ * lock, because libdevmapper and libcryptsetup's dm backend keep global state (see dm.h).
  */
 #pragma once
 #include <stdbool.h>
@@ -20,8 +22,10 @@ struct secret;
 
 /* ---- probing ---------------------------------------------------------------------------------- */
 
-/* Is there anything on @device?  0 when blank; -EEXIST with *ret_what (heap string, e.g. "ext4
- * filesystem", "dos partition table", "LUKS2 header") when a signature is found. */
+/* Is there anything on @device?  0 when blank; -EEXIST with *ret_what (heap string, may be NULL)
+ * when libblkid finds a signature: "<TYPE> filesystem|header|member|signature" after blkid's USAGE,
+ * e.g. "ext4 filesystem", "crypto_LUKS header"; or "<PTTYPE> partition table", e.g. "dos partition
+ * table". */
 int volume_probe_blank(const char *device, char **ret_what);
 
 struct volume_header {
@@ -36,7 +40,8 @@ void volume_header_done(struct volume_header *h);
 int volume_read_header(const char *device, struct volume_header *ret);
 
 /* Every block device (from /sys/class/block) with a LUKS2 header carrying a kmscrypt token, as a
- * NULL-terminated array of "/dev/..." paths, in a stable order. */
+ * NULL-terminated array of "/dev/..." paths, in a stable order (strverscmp()).  Empty and suspended
+ * dm devices are skipped (reading a suspended one would block). */
 int volume_scan(char ***ret_devices);
 
 /* ---- header changes (work on image files, no device-mapper needed) ---------------------------- */
@@ -50,19 +55,26 @@ struct volume_format_params {
 	const char *token_json;    /* kmscrypt token to import, assigned to @keyslot */
 	uint32_t sector_size;      /* 0: 4096 where the device allows it, else 512 */
 };
-/* New LUKS2 header: aes-xts-plain64, 512-bit random volume key. */
+/* New LUKS2 header: aes-xts-plain64, 512-bit random volume key.  -EBADMSG when @token_json is not
+ * a valid kmscrypt token for @keyslot; on any failure after the header was written, the header area
+ * is wiped again. */
 int volume_format(const char *device, const struct volume_format_params *p);
 
-/* First free keyslot of @device's header (for bind: the secret is wrapped for it first). */
+/* First free keyslot of @device's header (for bind: the secret is wrapped for it first); -ENOSPC
+ * when all are in use. */
 int volume_free_keyslot(const char *device, int *ret_keyslot);
 
 /* Add keyslot @keyslot opened by @secret, authorised by @auth (an existing passphrase or key file
  * contents, any keyslot), then import @token_json assigned to it.  On any failure after the keyslot
- * was added it is destroyed again: the header is left as it was. */
+ * was added it is destroyed again: the header is left as it was.  -EEXIST when @device already has
+ * a kmscrypt token or @keyslot is in use, -EPERM when @auth opens no keyslot, -EBADMSG when the
+ * token is not valid JSON, not of type "kmscrypt", or its "keyslots" is not exactly ["<keyslot>"].
+ */
 int volume_bind(const char *device, const struct secret *auth, int keyslot,
 		const struct secret *secret, const char *token_json);
 
-/* Remove the kmscrypt token and its keyslot(s).  Refuses (-EPERM) when that would leave no keyslot. */
+/* Remove the kmscrypt token and its keyslot(s).  Refuses (-EPERM) when that would leave no
+ * keyslot; -ENODEV when there is no kmscrypt token. */
 int volume_unbind(const char *device);
 
 /* Does @secret open @keyslot of @device?  No activation.  0 or -EPERM. */
@@ -74,11 +86,15 @@ int volume_test_secret(const char *device, int keyslot, const struct secret *sec
  * Activate @device as /dev/mapper/@name: @secret is added as a `user` key "kmscrypt:<uuid>" to the
  * process keyring with a 30 s expiry, crypt_activate_by_keyring() opens @keyslot with it, and the key
  * is invalidated right after.  Then the live table is checked: it must name a ":64:logon:" key and
- * hold no hex key, else the mapping is removed again and -EBADMSG returned.
+ * hold no hex key, else the mapping is removed again and -EBADMSG returned.  The logon copy of
+ * the volume key that libcryptsetup 2.6 leaves in the calling thread's keyring
+ * ("cryptsetup:<uuid>-d0") is invalidated too: dm-crypt keeps its own.
+ * -EEXIST when @name exists, -EPERM for a wrong secret.
  */
 int volume_activate(const char *device, const char *name, int keyslot, const struct secret *secret);
 
-/* crypt_deactivate(). */
+/* crypt_deactivate(), also of a suspended mapping.  -ENOENT, -ENODEV (not a LUKS2 crypt mapping),
+ * -EBUSY (still open). */
 int volume_deactivate(const char *name);
 
 struct volume_wipe_report {
@@ -86,12 +102,16 @@ struct volume_wipe_report {
 	int keys_invalidated;     /* kmscrypt/cryptsetup keys for this volume removed from keyrings */
 	bool table_key_zero;      /* the table shows an all-zero key afterwards */
 };
-/* Suspend @name and wipe its key from dm-crypt (crypt_suspend), invalidate any key for the volume in
- * the keyrings we can reach, and verify the table now shows an all-zero key.  Never does I/O on the
- * suspended device. */
+/* Suspend @name and wipe its key from dm-crypt (crypt_suspend), invalidate any key for the volume
+ * in the keyrings we can reach, and verify the table now shows an all-zero key (dm-crypt prints the
+ * zeroed key as hex after "key wipe"; anything else there: -EBADMSG).  Never does I/O on the
+ * suspended device.  Already suspended and wiped: 0, suspend_usec 0.  Suspended by someone else
+ * with the key still loaded: sends the "key wipe" message itself (suspend_usec 0). */
 int volume_suspend_wipe(const char *name, struct volume_wipe_report *ret);
 
-/* Resume a suspended @name with @secret (opens @keyslot), then verify the table names a logon key. */
+/* Resume a suspended @name with @secret (opens @keyslot), then verify the table names a logon key
+ * (else it is suspended and wiped again: -EBADMSG).  -EALREADY when @name is not suspended, -EPERM
+ * for a wrong secret (the mapping stays suspended). */
 int volume_resume(const char *name, int keyslot, const struct secret *secret);
 
 enum volume_key_state {
@@ -110,11 +130,14 @@ struct volume_mapping {
 	char key_desc[160];   /* keyring description when key == VOLUME_KEY_KEYRING */
 };
 
-/* Inspect mapping @name.  -ENOENT when it does not exist, -ENOTSUP when dm is unavailable. */
+/* Inspect mapping @name.  -ENOENT when it does not exist, -ENODEV when it is not a LUKS2 crypt
+ * mapping, -ENOTSUP when the kernel has no device-mapper (not in /proc/misc, and opening
+ * /dev/mapper/control, which would load dm-mod, fails); the same for the other dm functions. */
 int volume_mapping_info(const char *name, struct volume_mapping *ret);
 /* The mapping of LUKS volume @uuid, if any: -ENOENT when none. */
 int volume_mapping_find(const char *uuid, struct volume_mapping *ret);
-/* All LUKS2 crypt mappings (NULL-terminated array of heap structs) for status/--all. */
+/* All LUKS2 crypt mappings (NULL-terminated array of heap structs, sorted by name), for status and
+ * --all. */
 int volume_mapping_list(struct volume_mapping ***ret);
 void volume_mapping_list_free(struct volume_mapping **l);
 
