@@ -9,7 +9,7 @@ packages=(
 	libcryptsetup-dev libdevmapper-dev libkeyutils-dev libblkid-dev libcurl4-openssl-dev
 	libssl-dev libjson-c-dev libcmocka-dev
 	# tools used by tests and the demo
-	cryptsetup-bin dmsetup keyutils util-linux e2fsprogs openssl procps
+	cryptsetup-bin dmsetup keyutils util-linux e2fsprogs openssl procps jq
 	# the real-kernel VM
 	qemu-system-x86 linux-image-amd64 busybox-static cpio kmod xz-utils
 	# KMS servers and vendor clients for the fakes (run with /usr/bin/python3)
