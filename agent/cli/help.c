@@ -23,7 +23,7 @@ static const char overview[] =
 	"  format DEVICE --kms NAME [--label L] [--recovery-key-file F] [--force]\n"
 	"  bind DEVICE --kms NAME --key-file F     add kmscrypt to an existing LUKS2 volume\n"
 	"  unbind DEVICE                           remove the kmscrypt token and keyslot\n"
-	"  check DEVICE                            unwrap and test the secret, no activation\n"
+	"  check DEVICE...                         unwrap and test the secret, no activation\n"
 	"  unlock DEVICE [--name M] | --all        open through the KMS (skips revoked volumes)\n"
 	"  lock MAPPING | --all                    close\n"
 	"  revoke MAPPING | --all [--reason TEXT]  suspend and wipe keys from the kernel\n"
@@ -91,10 +91,12 @@ static const struct {
 		   "\n"
 		   "Remove the kmscrypt token and its keyslot. Refused when that keyslot is the "
 		   "only one.\nThe KMS configuration keeps its record of the volume.\n"},
-	{"check", "Usage: kmscrypt check DEVICE [--json]\n"
+	{"check", "Usage: kmscrypt check DEVICE... [--json]\n"
 		  "\n"
 		  "Unwrap the volume's secret through its KMS and verify that it opens its keyslot,\n"
-		  "without activating anything. Works on image files and without device-mapper.\n"},
+		  "without activating anything. Works on image files and without device-mapper.\n"
+		  "Several devices are checked in one run that opens each KMS configuration once\n"
+		  "(one HTTPS connection per endpoint); the exit status is that of the first failure.\n"},
 	{"unlock",
 	 "Usage: kmscrypt unlock DEVICE [--name MAPPING] [--json]\n"
 	 "       kmscrypt unlock --all [--json]\n"
@@ -128,6 +130,24 @@ static const struct {
 		   "it is wiped, KMS configuration and provider, last unlock/revoke/restore.\n"},
 };
 
+/* The other providers' options, straight from their option tables. */
+static void print_remote_providers(FILE *f)
+{
+	for (const struct kms_provider *const *p = kms_provider_all(); *p; p++) {
+		if (strcmp((*p)->name, "local") == 0)
+			continue;
+		fprintf(f, "\nProvider %s (%s):\n", (*p)->name, (*p)->description);
+		for (const struct kms_option *o = (*p)->options; o->key; o++)
+			fprintf(f, "  --%s%s%s\n      %s%s%s\n", o->flag,
+				(o->flags & KMS_OPT_SECRET) ? "-file" : "",
+				(o->flags & KMS_OPT_BOOL)     ? ""
+				: (o->flags & KMS_OPT_SECRET) ? " FILE"
+							      : " VALUE",
+				o->help, (o->flags & KMS_OPT_REQUIRED) ? " (required)" : "",
+				(o->flags & KMS_OPT_CREDENTIAL) ? " (editable)" : "");
+	}
+}
+
 int cli_help(const char *cmd, FILE *f)
 {
 	if (!cmd) {
@@ -137,6 +157,8 @@ int cli_help(const char *cmd, FILE *f)
 	for (size_t i = 0; i < ARRAY_SIZE(helps); i++)
 		if (strcmp(helps[i].cmd, cmd) == 0) {
 			fputs(helps[i].text, f);
+			if (strcmp(cmd, "kms") == 0)
+				print_remote_providers(f);
 			return 0;
 		}
 	return -1;

@@ -457,48 +457,75 @@ out:
 	return cli_exit_code(r);
 }
 
-int cmd_check(struct cli *c, int argc, char **argv)
+/* The KMS handles of one `check` run: each configuration is opened once, so all volumes bound to it
+ * share its HTTPS client (one TLS connection per endpoint). */
+struct check_handles {
+	struct kms_handle h[32];
+	int r[32];
+	size_t n;
+};
+
+static struct kms_handle *check_handle(const struct cli *c, struct check_handles *s,
+				       const char *name, int *ret_r)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->h[i].cfg.name, name) == 0) {
+			*ret_r = s->r[i];
+			return s->r[i] < 0 ? NULL : &s->h[i];
+		}
+	if (s->n >= ARRAY_SIZE(s->h)) {
+		*ret_r = -E2BIG;
+		return NULL;
+	}
+	*ret_r = kms_handle_open(c, name, &s->h[s->n]);
+	if (*ret_r < 0) {
+		kms_handle_done(&s->h[s->n]);
+		return NULL; /* logged by kms_handle_open(); not cached: it logs again per volume */
+	}
+	s->r[s->n] = 0;
+	return &s->h[s->n++];
+}
+
+static int check_one(const struct cli *c, struct check_handles *hs, const char *device,
+		     json_object *arr)
 {
 	struct volume_header hdr = {};
 	struct kmscrypt_token t = {};
-	struct kms_handle h = {};
+	struct kms_handle *h;
 	struct kms_error err = {};
 	_cleanup_secret_ struct secret *secret = NULL;
 	char buf[512];
 	double t0 = now_ms();
 	int r;
 
-	if (argc != 2 || argv[1][0] == '-')
-		return log_error_errno(EINVAL, "Usage: kmscrypt check DEVICE [--json]"),
-		       KMSCRYPT_EXIT_USAGE;
-	r = cli_read_volume(argv[1], &hdr, &t, true);
+	r = cli_read_volume(device, &hdr, &t, true);
 	if (r < 0)
 		goto out;
-	r = kms_handle_open(c, t.kms, &h);
-	if (r < 0)
+	h = check_handle(c, hs, t.kms, &r);
+	if (!h)
 		goto out;
-	r = kms_handle_unwrap(&h, hdr.uuid, &t, &secret, &err);
+	r = kms_handle_unwrap(h, hdr.uuid, &t, &secret, &err);
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "Cannot unwrap the secret of '%s' (UUID %s) through KMS '%s': %s; "
 				   "%s.",
-				argv[1], hdr.uuid, t.kms, buf, cli_hint_for(r));
+				device, hdr.uuid, t.kms, buf, cli_hint_for(r));
 		goto out;
 	}
-	r = volume_test_secret(argv[1], t.keyslot, secret);
+	r = volume_test_secret(device, t.keyslot, secret);
 	if (r < 0) {
 		log_error_errno(r == -EPERM ? EBADMSG : r,
 				"The unwrapped secret does not open keyslot %d of '%s' (UUID %s): the "
 				"token does not match its keyslot. Open the volume with its recovery "
 				"key and re-bind it.",
-				t.keyslot, argv[1], hdr.uuid);
+				t.keyslot, device, hdr.uuid);
 		r = r == -EPERM ? -EBADMSG : r;
 		goto out;
 	}
 out:
 	if (c->json && hdr.uuid[0]) {
 		json_object *o = json_object_new_object();
-		json_object_object_add(o, "device", json_object_new_string(argv[1]));
+		json_object_object_add(o, "device", json_object_new_string(device));
 		json_object_object_add(o, "uuid", json_object_new_string(hdr.uuid));
 		if (t.kms) {
 			json_object_object_add(o, "kms", json_object_new_string(t.kms));
@@ -510,14 +537,48 @@ out:
 		json_object_object_add(o, "result",
 				       json_object_new_string(cli_exit_name(cli_exit_code(r))));
 		json_object_object_add(o, "duration_ms", json_ms(now_ms() - t0));
-		cli_print_json(o);
+		if (arr)
+			json_object_array_add(arr, o);
+		else
+			cli_print_json(o);
 	} else if (r == 0 && !c->quiet) {
 		printf("'%s' (UUID %s): KMS '%s' unwrapped its secret and it opens keyslot %d "
 		       "(%.0f ms).\n",
-		       argv[1], hdr.uuid, t.kms, t.keyslot, now_ms() - t0);
+		       device, hdr.uuid, t.kms, t.keyslot, now_ms() - t0);
 	}
 	token_done(&t);
 	volume_header_done(&hdr);
-	kms_handle_done(&h);
-	return cli_exit_code(r);
+	return r;
+}
+
+/* kmscrypt check DEVICE...: several devices are checked in one run (one KMS session each). */
+int cmd_check(struct cli *c, int argc, char **argv)
+{
+	struct check_handles hs = {};
+	json_object *arr = NULL;
+	int r, first = 0;
+
+	if (argc < 2)
+		goto usage;
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-')
+			goto usage;
+	if (c->json && argc > 2)
+		arr = json_object_new_array();
+	for (int i = 1; i < argc; i++) {
+		r = check_one(c, &hs, argv[i], arr);
+		if (r < 0 && first == 0)
+			first = r;
+	}
+	if (arr) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "volumes", arr);
+		cli_print_json(o);
+	}
+	for (size_t i = 0; i < hs.n; i++)
+		kms_handle_done(&hs.h[i]);
+	return cli_exit_code(first);
+usage:
+	return log_error_errno(EINVAL, "Usage: kmscrypt check DEVICE... [--json]"),
+	       KMSCRYPT_EXIT_USAGE;
 }

@@ -4,9 +4,13 @@
 #include "kms/provider.h"
 
 extern const struct kms_provider kms_provider_local;
+extern const struct kms_provider kms_provider_aws;
+extern const struct kms_provider kms_provider_vault;
 
 static const struct kms_provider *const providers[] = {
 	&kms_provider_local,
+	&kms_provider_aws,
+	&kms_provider_vault,
 	NULL,
 };
 
