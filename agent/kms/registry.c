@@ -6,11 +6,13 @@
 extern const struct kms_provider kms_provider_local;
 extern const struct kms_provider kms_provider_aws;
 extern const struct kms_provider kms_provider_vault;
+extern const struct kms_provider kms_provider_kmip;
 
 static const struct kms_provider *const providers[] = {
 	&kms_provider_local,
 	&kms_provider_aws,
 	&kms_provider_vault,
+	&kms_provider_kmip,
 	NULL,
 };
 

@@ -7,6 +7,8 @@
 #                                     TTLV capture DIR/record.txt ("REQ <hex>"/"RSP <hex>" lines);
 #                                     PORT 0 or absent: ephemeral.  Prints the port once it listens
 #                                     and leaves DIR/port and DIR/pid behind.
+#   kmip_server.sh revoke DIR UID     revoke key UID (owner: DIR/certs/client.pem) with PyKMIP's
+#                                     client (a KMIP revoke is permanent: the key stays Deactivated)
 #   kmip_server.sh stop DIR           SIGINT (PyKMIP only checks for SIGTERM between connections),
 #                                     then waits up to 15 s for the process to exit.
 #
@@ -57,7 +59,8 @@ start() {
 		--port "$port" --portfile "$dir/port" --record "$dir/record.txt" \
 		>"$dir/stdout.log" 2>&1 </dev/null &
 	echo $! >"$dir/pid"
-	for _ in $(seq 1 150); do
+	# KMIP_SERVER_START_TIMEOUT (seconds, default 15): PyKMIP imports slowly in an emulated guest
+	for _ in $(seq 1 $((${KMIP_SERVER_START_TIMEOUT:-15} * 10))); do
 		if [[ -s $dir/port ]]; then
 			cat "$dir/port"
 			return 0
@@ -69,7 +72,7 @@ start() {
 		fi
 		sleep 0.1
 	done
-	echo "kmip_server.sh: PyKMIP server did not listen within 15 s" >&2
+	echo "kmip_server.sh: PyKMIP server did not listen within ${KMIP_SERVER_START_TIMEOUT:-15} s" >&2
 	stop "$dir"
 	return 1
 }
@@ -79,7 +82,7 @@ stop() {
 	[[ -s $dir/pid ]] || return 0
 	pid=$(cat "$dir/pid")
 	if kill -INT "$pid" 2>/dev/null; then
-		for _ in $(seq 1 150); do
+		for _ in $(seq 1 $((${KMIP_SERVER_START_TIMEOUT:-15} * 10))); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
@@ -91,11 +94,35 @@ stop() {
 	rm -f "$dir/pid"
 }
 
+# Revoke key UID (Cessation of Operation) with PyKMIP's own client, as the owner (client.pem).
+revoke() {
+	local dir=$1 uid=$2 conf
+	conf=$(mktemp)
+	printf '[client]\n' >"$conf"
+	"$py" - "$(cat "$dir/port")" "$dir/certs" "$uid" "$conf" <<-'PY'
+		import os, sys
+		from kmip.core import enums
+		from kmip.pie import client
+		port, certs, uid, conf = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+		with client.ProxyKmipClient(
+		        hostname="127.0.0.1", port=port, cert=os.path.join(certs, "client.pem"),
+		        key=os.path.join(certs, "client.key"), ca=os.path.join(certs, "ca.pem"),
+		        ssl_version="PROTOCOL_TLSv1_2", config_file=conf,
+		        kmip_version=enums.KMIPVersion.KMIP_1_2) as c:
+		    c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
+		print("revoked %s" % uid)
+	PY
+	local rc=$?
+	rm -f "$conf"
+	return $rc
+}
+
 case ${1:-} in
+revoke) revoke "${2:?usage: kmip_server.sh revoke DIR UID}" "${3:?usage: kmip_server.sh revoke DIR UID}" ;;
 start) start "${2:?usage: kmip_server.sh start DIR [PORT]}" "${3:-0}" ;;
 stop) stop "${2:?usage: kmip_server.sh stop DIR}" ;;
 *)
-	echo "usage: kmip_server.sh start DIR [PORT] | stop DIR" >&2
+	echo "usage: kmip_server.sh start DIR [PORT] | stop DIR | revoke DIR UID" >&2
 	exit 2
 	;;
 esac
