@@ -10,6 +10,9 @@ packages=(
 	libssl-dev libjson-c-dev libcmocka-dev
 	# tools used by tests and the demo
 	cryptsetup-bin dmsetup keyutils util-linux e2fsprogs openssl procps jq
+	# boot integration: systemd-cryptsetup (token plugin test), cloud-init (schema check and the
+	# provisioning test), sfdisk (partition tables the provisioning hook must refuse)
+	systemd cloud-init fdisk
 	# the real-kernel VM
 	qemu-system-x86 linux-image-amd64 busybox-static cpio kmod xz-utils
 	# KMS servers and vendor clients for the fakes (run with /usr/bin/python3)

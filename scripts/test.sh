@@ -29,7 +29,7 @@ if [ "$quick" = 0 ]; then
 	echo "== libFuzzer targets (clang), bounded time each"
 	CC=clang cmake -S "$src" -B "$src/build-fuzz" -DCMAKE_BUILD_TYPE=Debug -DKMSCRYPT_FUZZ=ON \
 		-DKMSCRYPT_VM_TESTS=OFF >/dev/null
-	cmake --build "$src/build-fuzz" -j "$jobs"
+	cmake --build "$src/build-fuzz" -j "$jobs" --target fuzz
 	if ctest --test-dir "$src/build-fuzz" -N -L fuzz | grep -q "Total Tests: 0"; then
 		echo "no fuzz targets"
 	else

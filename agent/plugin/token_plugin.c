@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libcryptsetup-token-kmscrypt.so: libcryptsetup's external token plugin for the "kmscrypt" LUKS2
+ * token (include/kmscrypt/token.h).  With it installed in $(pkg-config --variable=libdir
+ * libcryptsetup)/cryptsetup, `cryptsetup open --token-only`, `cryptsetup luksDump` and
+ * systemd-cryptsetup (crypttab) open kmscrypt volumes through the KMS natively.
+ *
+ * The plugin is a thin edge over the agent's own code: token_parse() (codec), the KMS configuration
+ * parser and the provider registry (kms/), kms_handle_unwrap() (cli/common.c) and the state dir
+ * (state/).  There is no second implementation of any provider.
+ *
+ * ABI (libcryptsetup.h, "external token handler"): libcryptsetup dlopen()s
+ * libcryptsetup-token-<type>.so and binds only symbols of version CRYPTSETUP_TOKEN_1.0
+ * (token_plugin.sym assigns it and hides everything else).
+ *
+ * Configuration: the token names a KMS configuration; it is read from $KMSCRYPT_CONFIG_DIR/kms/
+ * (default /etc/kmscrypt/kms/), and the revoked mark from $KMSCRYPT_STATE_DIR (default
+ * /var/lib/kmscrypt).  libcryptsetup 2.6 passes a plugin no options of its own (usrptr is the
+ * caller's, and systemd-cryptsetup passes none), so the environment is the only override.
+ *
+ * Rules for code running inside someone else's process: no exit(), nothing on stdout, every message
+ * through crypt_log() (cryptsetup prints it, systemd-cryptsetup sends it to the journal), no state
+ * kept between calls, the secret stays in a struct secret until it is handed to libcryptsetup.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libcryptsetup.h>
+
+#include "cli/cli.h"
+#include "codec/token.h"
+#include "config/kms_config.h"
+#include "kmscrypt/token.h"
+#include "kmscrypt/version.h"
+#include "state/state.h"
+#include "util/cleanup.h"
+#include "util/fileio.h"
+#include "util/secret.h"
+
+#define PLUGIN_TIMEOUT_MS 30000 /* one KMS operation incl. retries, as `kmscrypt unlock` */
+
+/* The exported ABI (the target builds with -fvisibility=hidden; token_plugin.sym versions these).
+ * Prototypes here keep -Wmissing-prototypes meaningful. */
+#define _public_ __attribute__((visibility("default")))
+_public_ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer,
+				   size_t *buffer_len, void *usrptr);
+_public_ void cryptsetup_token_buffer_free(void *buffer, size_t buffer_len);
+_public_ int cryptsetup_token_validate(struct crypt_device *cd, const char *json);
+_public_ void cryptsetup_token_dump(struct crypt_device *cd, const char *json);
+_public_ const char *cryptsetup_token_version(void);
+
+static void plog(struct crypt_device *cd, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void plog(struct crypt_device *cd, int level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	/* crypt_log() prints the message as is: cryptsetup does not add a newline. */
+	strncat(buf, "\n", sizeof(buf) - strlen(buf) - 1);
+	crypt_log(cd, level, buf);
+}
+
+static const char *env_dir(const char *name, const char *def)
+{
+	const char *e = secure_getenv(name);
+
+	return e && *e ? e : def;
+}
+
+/* Load KMS configuration @name and open its provider: cli_kms_load() + kms_handle_open(), but
+ * logging through crypt_log().  Returns 0 (h->open_r may still carry the provider's open error, as
+ * with kms_handle_open()) or a libcryptsetup token error. */
+static int plugin_kms_open(struct crypt_device *cd, const char *config_dir, const char *name,
+			   const struct kms_runtime *rt, struct kms_handle *h)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	struct config_error err = {};
+	size_t len = 0;
+	int r;
+
+	memset(h, 0, sizeof(*h));
+	if (!kms_config_name_valid(name)) {
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: invalid KMS configuration name '%s' in token.",
+		     name);
+		return -EINVAL;
+	}
+	if (asprintf(&path, "%s/kms/%s.conf", config_dir, name) < 0) {
+		path = NULL;
+		return -ENOMEM;
+	}
+	r = read_file_text(path, 64 * 1024, &text, &len);
+	if (r == -ENOENT) {
+		plog(cd, CRYPT_LOG_ERROR,
+		     "kmscrypt: no KMS configuration '%s' (%s); set KMSCRYPT_CONFIG_DIR or "
+		     "create it with 'kmscrypt kms create %s'.",
+		     name, path, name);
+		return -ENOENT;
+	}
+	if (r < 0) {
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: cannot read KMS configuration '%s': %s.", path,
+		     strerror(-r));
+		return r == -ENOMEM ? r : -ENOENT;
+	}
+	r = kms_config_parse(name, text, len, kms_provider_all(), &h->cfg, &err);
+	explicit_bzero(text, len); /* may hold credentials */
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: %s:%u: %s.", path, err.line, err.message);
+		return -EINVAL;
+	}
+	h->open_r = h->cfg.provider->open(&h->cfg, rt, &h->ctx, &h->open_err);
+	return 0;
+}
+
+/* Provider classes (kms/provider.h) -> crypt_token_open_func results.  -EPERM, -ENOENT, -EAGAIN
+ * and -ENOANO let libcryptsetup go on with the next token (another token type may still open the
+ * volume); -EAGAIN is the documented "needs something not present right now". */
+static int token_errno(int r)
+{
+	switch (r) {
+	case -EAGAIN:
+	case -ETIMEDOUT:
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+		return -EAGAIN;
+	case -EACCES:
+	case -EPERM:
+		return -EPERM;
+	case -ENOMEM:
+		return -ENOMEM;
+	case -ENOENT:
+		return -ENOENT;
+	default: /* -EBADMSG, -EINVAL, anything else: this token cannot be used */
+		return -EINVAL;
+	}
+}
+
+/* The revoked mark of `kmscrypt revoke` holds for the plugin too.  A state file that cannot be read
+ * counts as revoked: the plugin fails closed (`kmscrypt unlock` and `kmscrypt restore` remain). */
+static int check_not_revoked(struct crypt_device *cd, const char *state_dir, const char *uuid)
+{
+	struct volume_state st = {};
+	int r;
+
+	r = state_load(state_dir, uuid, &st);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		plog(cd, CRYPT_LOG_ERROR,
+		     "kmscrypt: cannot read the state of volume %s in '%s' (%s); not opening "
+		     "it. Use 'kmscrypt status' and 'kmscrypt unlock'.",
+		     uuid, state_dir, strerror(-r));
+		return -EPERM;
+	}
+	if (st.revoked) {
+		plog(cd, CRYPT_LOG_ERROR,
+		     "kmscrypt: volume %s is revoked%s%s%s; not opening it. Run 'kmscrypt "
+		     "restore' to clear the mark.",
+		     uuid, st.revoke_reason ? " ('" : "", st.revoke_reason ? st.revoke_reason : "",
+		     st.revoke_reason ? "')" : "");
+		r = -EPERM;
+	}
+	volume_state_done(&st);
+	return r;
+}
+
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Every unwrap through the plugin goes into the agent's audit log, as `kmscrypt unlock` does, when
+ * the state dir exists (a plugin does not create system directories).  Best effort: a failure to
+ * record is logged, and does not stop the boot. */
+static void plugin_audit(struct crypt_device *cd, const char *state_dir, const char *uuid,
+			 const char *kms, const char *result, double t0)
+{
+	struct audit_record a = {
+	    .action = "token-unwrap",
+	    .uuid = uuid,
+	    .device = crypt_get_device_name(cd),
+	    .kms = kms,
+	    .result = result,
+	    .duration_ms = mono_ms() - t0,
+	};
+	int r;
+
+	if (access(state_dir, W_OK) < 0)
+		return;
+	r = audit_append(state_dir, &a);
+	if (r < 0)
+		plog(cd, CRYPT_LOG_VERBOSE, "kmscrypt: cannot append to '%s/audit.log': %s.",
+		     state_dir, strerror(-r));
+}
+
+int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, size_t *buffer_len,
+			  void *usrptr)
+{
+	double t0 = mono_ms();
+	const char *config_dir = env_dir("KMSCRYPT_CONFIG_DIR", "/etc/kmscrypt");
+	const char *state_dir = env_dir("KMSCRYPT_STATE_DIR", "/var/lib/kmscrypt");
+	const struct kms_runtime rt = {.config_dir = config_dir, .timeout_ms = PLUGIN_TIMEOUT_MS};
+	_cleanup_secret_ struct secret *secret = NULL;
+	struct kmscrypt_token t = {};
+	struct kms_handle h = {};
+	struct kms_error err = {};
+	const char *json = NULL, *uuid;
+	char why[256] = "", desc[512];
+	char *copy;
+	int r;
+
+	r = crypt_token_json_get(cd, token, &json);
+	if (r < 0)
+		return r == -ENOMEM ? r : -ENOENT;
+	uuid = crypt_get_uuid(cd);
+	if (!uuid)
+		return -EINVAL;
+	r = token_parse(json, &t, why, sizeof(why));
+	if (r < 0) {
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: token %d of volume %s is invalid: %s.", token,
+		     uuid, why);
+		return r == -ENOMEM ? r : -EINVAL;
+	}
+	r = check_not_revoked(cd, state_dir, uuid);
+	if (r < 0) {
+		plugin_audit(cd, state_dir, uuid, t.kms, "refused: revoked or unreadable state",
+			     t0);
+		goto out;
+	}
+
+	r = plugin_kms_open(cd, config_dir, t.kms, &rt, &h);
+	if (r < 0)
+		goto out;
+	r = kms_handle_unwrap(&h, uuid, &t, &secret, &err);
+	if (r < 0) {
+		kms_error_describe(&err, desc, sizeof(desc));
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: KMS '%s' (%s) %s for volume %s: %s.", t.kms,
+		     h.cfg.provider->name,
+		     r == -EACCES    ? "denied access"
+		     : r == -EBADMSG ? "gave an invalid answer"
+		     : r == -EINVAL  ? "has an unusable configuration"
+				     : "could not be reached",
+		     uuid, desc);
+		plugin_audit(cd, state_dir, uuid, t.kms, desc, t0);
+		r = token_errno(r);
+		goto out;
+	}
+
+	/* Hand-over: libcryptsetup owns the copy and gives it back to
+	 * cryptsetup_token_buffer_free(). */
+	copy = malloc(secret->len);
+	if (!copy) {
+		r = -ENOMEM;
+		goto out;
+	}
+	memcpy(copy, secret->buf, secret->len);
+	*buffer = copy;
+	*buffer_len = secret->len;
+	plog(cd, CRYPT_LOG_DEBUG, "kmscrypt: KMS '%s' (%s) unwrapped the secret of volume %s.",
+	     t.kms, h.cfg.provider->name, uuid);
+	plugin_audit(cd, state_dir, uuid, t.kms, "ok", t0);
+	r = 0;
+out:
+	kms_handle_done(&h);
+	token_done(&t);
+	return r;
+}
+
+void cryptsetup_token_buffer_free(void *buffer, size_t buffer_len)
+{
+	if (!buffer)
+		return;
+	explicit_bzero(buffer, buffer_len);
+	free(buffer);
+}
+
+int cryptsetup_token_validate(struct crypt_device *cd, const char *json)
+{
+	struct kmscrypt_token t = {};
+	char why[256] = "";
+	int r;
+
+	r = token_parse(json, &t, why, sizeof(why));
+	if (r < 0) {
+		plog(cd, CRYPT_LOG_DEBUG, "kmscrypt: token rejected: %s.", why);
+		return r == -ENOMEM ? r : -EINVAL;
+	}
+	token_done(&t);
+	return 0;
+}
+
+/* luksDump lines under "  N: kmscrypt", aligned like libcryptsetup's own ("\tKeyslot:    1"). */
+void cryptsetup_token_dump(struct crypt_device *cd, const char *json)
+{
+	struct kmscrypt_token t = {};
+	char why[256] = "";
+
+	if (token_parse(json, &t, why, sizeof(why)) < 0) {
+		plog(cd, CRYPT_LOG_NORMAL, "\tkmscrypt:   invalid token (%s)", why);
+		return;
+	}
+	plog(cd, CRYPT_LOG_NORMAL, "\tkms:        %s", t.kms);
+	plog(cd, CRYPT_LOG_NORMAL, "\tprovider:   %s", t.provider);
+	plog(cd, CRYPT_LOG_NORMAL, "\tkey id:     %s", t.key_id);
+	plog(cd, CRYPT_LOG_NORMAL, "\tkey ver:    %s",
+	     t.key_version && *t.key_version ? t.key_version : "(none)");
+	plog(cd, CRYPT_LOG_NORMAL, "\talg:        %s", t.alg);
+	plog(cd, CRYPT_LOG_NORMAL, "\twrapped:    %zu bytes", t.blob_len);
+	plog(cd, CRYPT_LOG_NORMAL, "\tcreated:    %s", t.created ? t.created : "(unknown)");
+	plog(cd, CRYPT_LOG_NORMAL, "\tschema:     %d", t.version);
+	token_done(&t);
+}
+
+const char *cryptsetup_token_version(void)
+{
+	return KMSCRYPT_VERSION;
+}
