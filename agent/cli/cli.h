@@ -31,6 +31,9 @@ int cli_lock(const struct cli *c);
 /* Load KMS configuration @name from the config dir; logs (naming file:line) on failure. */
 int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret);
 int cli_kms_path(const struct cli *c, const char *name, char **ret);
+/* Read every secret setting X given as "XCredential=NAME" from $CREDENTIALS_DIRECTORY/NAME
+ * (systemd credentials) into @cfg; logs on failure (-ENOENT: no such credential). */
+int cli_kms_resolve_credentials(struct kms_config *cfg);
 
 /* An opened provider for one configuration. */
 struct kms_handle {

@@ -154,12 +154,62 @@ int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret)
 	return 0;
 }
 
+int cli_kms_resolve_credentials(struct kms_config *cfg)
+{
+	for (const struct kms_option *o = cfg->provider->options; o->key; o++) {
+		_cleanup_secret_ struct secret *s = NULL;
+		_cleanup_free_ char *key = NULL, *path = NULL, *v = NULL;
+		const char *name, *dir;
+		int r;
+
+		if (!(o->flags & KMS_OPT_SECRET))
+			continue;
+		if (asprintf(&key, "%sCredential", o->key) < 0)
+			return -ENOMEM;
+		name = kms_config_get(cfg, key);
+		if (!name)
+			continue;
+		dir = secure_getenv("CREDENTIALS_DIRECTORY");
+		if (!dir || dir[0] != '/')
+			return log_error_errno(ENOENT,
+					       "KMS configuration '%s' takes %s from the credential '%s', "
+					       "but $CREDENTIALS_DIRECTORY is not set: run kmscrypt from a "
+					       "unit with LoadCredential=%s:PATH or "
+					       "LoadCredentialEncrypted=%s (systemd-creds).",
+					       cfg->name, o->key, name, name, name);
+		if (asprintf(&path, "%s/%s", dir, name) < 0)
+			return -ENOMEM;
+		r = read_file_secret(path, 16384, 1, &s); /* as kms_cmd.c KMS_SECRET_MAX */
+		if (r < 0)
+			return log_error_errno(r,
+					       "KMS configuration '%s': cannot read %s from the "
+					       "credential '%s' (%s): %m",
+					       cfg->name, o->key, name, path);
+		if (s->len == 0 || memchr(s->buf, 0, s->len) || memchr(s->buf, '\n', s->len))
+			return log_error_errno(EBADMSG,
+					       "KMS configuration '%s': the credential '%s' (%s) must "
+					       "hold one non-empty line of text.",
+					       cfg->name, name, path);
+		v = strndup((const char *)s->buf, s->len);
+		if (!v)
+			return -ENOMEM;
+		r = kms_config_set(cfg, o->key, v);
+		explicit_bzero(v, strlen(v));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int kms_handle_open(const struct cli *c, const char *name, struct kms_handle *ret)
 {
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
 	r = cli_kms_load(c, name, &ret->cfg);
+	if (r < 0)
+		return r;
+	r = cli_kms_resolve_credentials(&ret->cfg);
 	if (r < 0)
 		return r;
 	ret->open_r = ret->cfg.provider->open(&ret->cfg, &c->rt, &ret->ctx, &ret->open_err);

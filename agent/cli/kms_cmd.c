@@ -32,11 +32,12 @@ struct kms_args {
 	/* provider options seen on the command line, in order */
 	const struct kms_option *opt[32];
 	const char *val[32];
+	bool cred[32]; /* --<flag>-credential NAME of a secret option */
 	size_t n;
 };
 
 static const struct kms_option *find_flag(const struct kms_provider *p, const char *flag,
-					  bool *ret_is_file)
+					  bool *ret_is_file, bool *ret_is_cred)
 {
 	size_t fl = strlen(flag);
 
@@ -46,6 +47,11 @@ static const struct kms_option *find_flag(const struct kms_provider *p, const ch
 			if (fl == ol + 5 && strncmp(flag, o->flag, ol) == 0 &&
 			    strcmp(flag + ol, "-file") == 0) {
 				*ret_is_file = true;
+				return o;
+			}
+			if (fl == ol + 11 && strncmp(flag, o->flag, ol) == 0 &&
+			    strcmp(flag + ol, "-credential") == 0) {
+				*ret_is_cred = true;
 				return o;
 			}
 		} else if (strcmp(flag, o->flag) == 0) {
@@ -59,12 +65,16 @@ static const struct kms_option *find_flag(const struct kms_provider *p, const ch
 static void print_provider_options(const struct kms_provider *p, FILE *f)
 {
 	fprintf(f, "Options of provider %s (%s):\n", p->name, p->description);
-	for (const struct kms_option *o = p->options; o->key; o++)
+	for (const struct kms_option *o = p->options; o->key; o++) {
 		fprintf(f, "  --%s%s%s  %s%s\n", o->flag, (o->flags & KMS_OPT_SECRET) ? "-file" : "",
 			(o->flags & KMS_OPT_BOOL)     ? ""
 			: (o->flags & KMS_OPT_SECRET) ? " FILE"
 						      : " VALUE",
 			o->help, (o->flags & KMS_OPT_REQUIRED) ? " (required)" : "");
+		if (o->flags & KMS_OPT_SECRET)
+			fprintf(f, "  --%s-credential NAME  or read it at use from the systemd "
+				   "credential NAME\n", o->flag);
+	}
 }
 
 /* Parse "NAME --provider P --flag V ..." (create: @need_provider) or "NAME --flag V" (edit). */
@@ -97,7 +107,7 @@ static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit
 		const char *arg = argv[i], *val = NULL, *eq;
 		char flag[96];
 		const struct kms_option *o;
-		bool is_file = false;
+		bool is_file = false, is_cred = false;
 
 		if (strncmp(arg, "--", 2) != 0) {
 			if (a->name)
@@ -117,7 +127,7 @@ static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit
 			a->generate = true;
 			continue;
 		}
-		o = find_flag(p, flag, &is_file);
+		o = find_flag(p, flag, &is_file, &is_cred);
 		if (!o && strcmp(flag, "description") != 0) {
 			log_error("Unknown option '--%s' for provider %s.", flag, p->name);
 			print_provider_options(p, stderr);
@@ -140,6 +150,7 @@ static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit
 			return log_error_errno(EINVAL, "Too many options.");
 		a->opt[a->n] = o;
 		a->val[a->n] = val;
+		a->cred[a->n] = is_cred;
 		a->n++;
 	}
 	if (!a->name)
@@ -160,9 +171,28 @@ static int apply_options(struct kms_config *cfg, const struct kms_args *a)
 		const struct kms_option *o = a->opt[i];
 		int r;
 
-		if (o->flags & KMS_OPT_SECRET) {
+		if (a->cred[i]) {
+			char key[128];
+
+			if (!kms_config_credential_name_valid(a->val[i]))
+				return log_error_errno(EINVAL,
+						       "--%s-credential: '%s' is not a credential name.",
+						       o->flag, a->val[i]);
+			snprintf(key, sizeof(key), "%sCredential", o->key);
+			r = kms_config_unset(cfg, o->key);
+			if (r >= 0)
+				r = kms_config_set(cfg, key, a->val[i]);
+			if (r < 0)
+				return r;
+		} else if (o->flags & KMS_OPT_SECRET) {
 			_cleanup_secret_ struct secret *s = NULL;
 			_cleanup_free_ char *v = NULL;
+			char key[128];
+
+			snprintf(key, sizeof(key), "%sCredential", o->key);
+			r = kms_config_unset(cfg, key);
+			if (r < 0)
+				return r;
 
 			r = read_file_secret(a->val[i], KMS_SECRET_MAX, 1, &s);
 			if (r < 0)
@@ -356,6 +386,9 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
+	r = cli_kms_resolve_credentials(&cfg);
+	if (r < 0)
+		goto out;
 	if (p->provision) {
 		r = p->provision(&cfg, &c->rt, &err);
 		if (r < 0) {
@@ -536,17 +569,24 @@ static int kms_show(struct cli *c, int argc, char **argv)
 	}
 	for (size_t i = 0; i < cfg.n_settings; i++) {
 		const struct kms_option *opt = kms_config_option(cfg.provider, cfg.settings[i].key);
-		const char *v = cfg.settings[i].value;
+		const struct kms_option *copt =
+			kms_config_credential_option(cfg.provider, cfg.settings[i].key);
+		const char *v = cfg.settings[i].value, *k = cfg.settings[i].key;
+		char cv[300];
 
 		if (strcmp(cfg.settings[i].key, "Provider") == 0)
 			continue;
 		if (opt && (opt->flags & KMS_OPT_SECRET))
 			v = "********";
+		if (copt) { /* "SecretAccessKey credential:aws-sk" */
+			snprintf(cv, sizeof(cv), "credential:%s", v);
+			k = copt->key;
+			v = cv;
+		}
 		if (settings)
-			json_object_object_add(settings, cfg.settings[i].key,
-					       json_object_new_string(v));
+			json_object_object_add(settings, k, json_object_new_string(v));
 		else
-			printf("%-12s %s\n", cfg.settings[i].key, v);
+			printf("%-12s %s\n", k, v);
 	}
 	for (size_t i = 0; uses && uses[i]; i++) {
 		if (vols)
@@ -620,6 +660,9 @@ static int kms_edit(struct cli *c, int argc, char **argv)
 	if (r < 0)
 		goto out;
 	/* The new credentials must reach the same key: prove it before saving. */
+	r = cli_kms_resolve_credentials(&cfg);
+	if (r < 0)
+		goto out;
 	r = kms_prove(c, &cfg, &info, &ms, &err);
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
@@ -722,6 +765,11 @@ static int kms_check(struct cli *c, int argc, char **argv)
 	r = cli_kms_load(c, argv[1], &cfg);
 	if (r < 0)
 		return cli_exit_code(r);
+	r = cli_kms_resolve_credentials(&cfg);
+	if (r < 0) {
+		kms_config_done(&cfg);
+		return cli_exit_code(r);
+	}
 	r = kms_prove(c, &cfg, &info, &ms, &err);
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));

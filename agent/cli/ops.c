@@ -239,6 +239,8 @@ static int first_failure(struct vol **vols, size_t n)
 
 struct target_opts {
 	bool all;
+	bool allow_wait;    /* set by unlock: accept --wait-kms */
+	unsigned wait_kms;  /* unlock --wait-kms SECONDS: retry unavailable KMSes until then */
 	const char *name;   /* unlock --name */
 	const char *reason; /* revoke --reason */
 	const char *target;
@@ -250,6 +252,7 @@ static int parse_target(int argc, char **argv, bool with_name, bool with_reason,
 	static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
 					     {"name", required_argument, NULL, 'n'},
 					     {"reason", required_argument, NULL, 'r'},
+					     {"wait-kms", required_argument, NULL, 'w'},
 					     {}};
 	int opt;
 
@@ -261,7 +264,16 @@ static int parse_target(int argc, char **argv, bool with_name, bool with_reason,
 			o->name = optarg;
 		else if (opt == 'r' && with_reason)
 			o->reason = optarg;
-		else
+		else if (opt == 'w' && o->allow_wait) {
+			char *end;
+			unsigned long w;
+			errno = 0;
+			w = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || w > 86400)
+				return log_error_errno(EINVAL, "--wait-kms takes seconds (0-86400), "
+							       "not '%s'.", optarg);
+			o->wait_kms = (unsigned)w;
+		} else
 			goto usage;
 	}
 	if (optind < argc)
@@ -277,16 +289,56 @@ usage:
 	return log_error_errno(EINVAL, "Usage: %s", usage);
 }
 
+/* Unlock @vols (concurrently when more than one); each volume's outcome is in the volume. */
+static int unlock_pass(const struct cli *c, struct kms_set *ks, struct vol **vols, size_t n)
+{
+	/* Open each KMS configuration once, before any thread starts. */
+	for (size_t i = 0; i < n; i++) {
+		int rr;
+		if (!vols[i]->mapped && !(vols[i]->has_state && vols[i]->st.revoked))
+			(void)kms_set_get(c, ks, vols[i]->tok.kms, &rr);
+	}
+	if (n == 1) {
+		unlock_one(c, ks, vols[0]);
+	} else if (n > 1) {
+		/* Volumes unlock concurrently; one failing does not stop the others. */
+		struct unlock_job *jobs = calloc(n, sizeof(*jobs));
+		pthread_t *tids = calloc(n, sizeof(*tids));
+		if (!jobs || !tids) {
+			free(jobs);
+			free(tids);
+			return -ENOMEM;
+		}
+		for (size_t base = 0; base < n; base += UNLOCK_PARALLEL) {
+			size_t end = MIN(n, base + UNLOCK_PARALLEL);
+			for (size_t i = base; i < end; i++) {
+				jobs[i] = (struct unlock_job){c, ks, vols[i]};
+				if (pthread_create(&tids[i], NULL, unlock_thread, &jobs[i]) != 0) {
+					tids[i] = 0;
+					unlock_one(c, ks, vols[i]);
+				}
+			}
+			for (size_t i = base; i < end; i++)
+				if (tids[i])
+					pthread_join(tids[i], NULL);
+		}
+		free(jobs);
+		free(tids);
+	}
+	return 0;
+}
+
 int cmd_unlock(struct cli *c, int argc, char **argv)
 {
-	struct target_opts o = {};
+	struct target_opts o = {.allow_wait = true};
 	struct vol **vols = NULL;
 	struct kms_set ks = {};
 	size_t n = 0;
 	int r, lock;
 
 	r = parse_target(argc, argv, true, false, &o,
-			 "kmscrypt unlock DEVICE [--name MAPPING] | --all [--json]");
+			 "kmscrypt unlock DEVICE [--name MAPPING] | --all [--wait-kms SECONDS] "
+			 "[--json]");
 	if (r < 0)
 		return KMSCRYPT_EXIT_USAGE;
 	lock = cli_lock(c);
@@ -330,39 +382,53 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 	}
 	while (vols[n])
 		n++;
-	/* Open each KMS configuration once, before any thread starts. */
-	for (size_t i = 0; i < n; i++) {
-		int rr;
-		if (!vols[i]->mapped && !(vols[i]->has_state && vols[i]->st.revoked))
-			(void)kms_set_get(c, &ks, vols[i]->tok.kms, &rr);
-	}
-	if (n == 1) {
-		unlock_one(c, &ks, vols[0]);
-	} else if (n > 1) {
-		/* Volumes unlock concurrently; one failing does not stop the others. */
-		struct unlock_job *jobs = calloc(n, sizeof(*jobs));
-		pthread_t *tids = calloc(n, sizeof(*tids));
-		if (!jobs || !tids) {
-			free(jobs);
-			free(tids);
-			r = -ENOMEM;
-			goto out;
-		}
-		for (size_t base = 0; base < n; base += UNLOCK_PARALLEL) {
-			size_t end = MIN(n, base + UNLOCK_PARALLEL);
-			for (size_t i = base; i < end; i++) {
-				jobs[i] = (struct unlock_job){c, &ks, vols[i]};
-				if (pthread_create(&tids[i], NULL, unlock_thread, &jobs[i]) != 0) {
-					tids[i] = 0;
-					unlock_one(c, &ks, vols[i]);
-				}
+	r = unlock_pass(c, &ks, vols, n);
+	if (r < 0)
+		goto out;
+	/* --wait-kms: retry the volumes whose KMS was unavailable (exit class 4) with exponential
+	 * backoff until the deadline; a denial, a bad token or a volume error is final. */
+	if (o.wait_kms > 0) {
+		double deadline = now_ms() + o.wait_kms * 1000.0;
+		unsigned delay_ms = 1000, round = 0;
+		for (;;) {
+			struct vol **retry = calloc(n + 1, sizeof(*retry));
+			size_t nr = 0;
+			double left = deadline - now_ms();
+
+			if (!retry) {
+				r = -ENOMEM;
+				goto out;
 			}
-			for (size_t i = base; i < end; i++)
-				if (tids[i])
-					pthread_join(tids[i], NULL);
+			for (size_t i = 0; i < n; i++)
+				if (vols[i]->r < 0 &&
+				    cli_exit_code(vols[i]->r) == KMSCRYPT_EXIT_UNAVAILABLE)
+					retry[nr++] = vols[i];
+			if (nr == 0 || left < 1.0) {
+				free(retry);
+				break;
+			}
+			if (delay_ms > left)
+				delay_ms = (unsigned)left;
+			round++;
+			log_info("KMS unavailable for %zu volume%s (first: '%s'); retry %u in %.1f s "
+				 "(--wait-kms: %.0f s left).",
+				 nr, nr == 1 ? "" : "s", retry[0]->device, round, delay_ms / 1e3,
+				 left / 1e3);
+			usleep(delay_ms * 1000u);
+			for (size_t i = 0; i < nr; i++) {
+				retry[i]->r = 0;
+				retry[i]->result = NULL;
+				retry[i]->msg[0] = 0;
+			}
+			/* reopen the configurations: a failed open is cached per run */
+			kms_set_done(&ks);
+			ks = (struct kms_set){};
+			r = unlock_pass(c, &ks, retry, nr);
+			free(retry);
+			if (r < 0)
+				goto out;
+			delay_ms = MIN(delay_ms * 2, 30000u);
 		}
-		free(jobs);
-		free(tids);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct vol *v = vols[i];

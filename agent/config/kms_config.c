@@ -52,6 +52,42 @@ const struct kms_option *kms_config_option(const struct kms_provider *p, const c
 	return NULL;
 }
 
+#define CREDENTIAL_SUFFIX "Credential"
+
+const struct kms_option *kms_config_credential_option(const struct kms_provider *p, const char *key)
+{
+	size_t kl = strlen(key), sl = strlen(CREDENTIAL_SUFFIX);
+
+	if (!p || kl <= sl || strcmp(key + kl - sl, CREDENTIAL_SUFFIX) != 0)
+		return NULL;
+	for (const struct kms_option *o = p->options; o->key; o++)
+		if ((o->flags & KMS_OPT_SECRET) && strlen(o->key) == kl - sl &&
+		    strncmp(o->key, key, kl - sl) == 0)
+			return o;
+	return NULL;
+}
+
+int kms_config_credential_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 255 || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The credential name configured for secret option @o, NULL when none. */
+static const char *credential_of(const struct kms_config *c, const struct kms_option *o)
+{
+	char key[128];
+
+	snprintf(key, sizeof(key), "%s" CREDENTIAL_SUFFIX, o->key);
+	return kms_config_get(c, key);
+}
+
 static int is_generic(const char *key)
 {
 	for (size_t i = 0; generic_keys[i]; i++)
@@ -123,6 +159,23 @@ int kms_config_set(struct kms_config *c, const char *key, const char *value)
 		return 0;
 	}
 	return add_setting(c, key, strlen(key), value, strlen(value), 0);
+}
+
+int kms_config_unset(struct kms_config *c, const char *key)
+{
+	for (size_t i = 0; i < c->n_settings; i++) {
+		if (strcmp(c->settings[i].key, key) != 0)
+			continue;
+		if (is_secret(c, key))
+			explicit_bzero(c->settings[i].value, strlen(c->settings[i].value));
+		free(c->settings[i].value);
+		free(c->settings[i].key);
+		memmove(&c->settings[i], &c->settings[i + 1],
+			(c->n_settings - i - 1) * sizeof(c->settings[i]));
+		c->n_settings--;
+		return 0;
+	}
+	return 0;
 }
 
 static const char *trim(const char *s, const char *end, const char **ret_end)
@@ -227,11 +280,24 @@ int kms_config_parse(const char *name, const char *text, size_t len,
 		}
 	}
 	for (size_t i = 0; i < c.n_settings; i++)
-		if (!is_generic(c.settings[i].key) &&
-		    !kms_config_option(c.provider, c.settings[i].key)) {
+		if (kms_config_credential_option(c.provider, c.settings[i].key)) {
+			if (!kms_config_credential_name_valid(c.settings[i].value)) {
+				r = cfg_fail(err, c.settings[i].line, -EBADMSG,
+					     "%s= is not a valid credential name", c.settings[i].key);
+				goto fail;
+			}
+		} else if (!is_generic(c.settings[i].key) &&
+			   !kms_config_option(c.provider, c.settings[i].key)) {
 			r = cfg_fail(err, c.settings[i].line, -EBADMSG,
 				     "unknown setting '%s' for provider %s", c.settings[i].key,
 				     c.provider->name);
+			goto fail;
+		}
+	for (const struct kms_option *o = c.provider->options; o->key; o++)
+		if ((o->flags & KMS_OPT_SECRET) && kms_config_get(&c, o->key) && credential_of(&c, o)) {
+			r = cfg_fail(err, 0, -EBADMSG,
+				     "set either %s= or %s" CREDENTIAL_SUFFIX "=, not both", o->key,
+				     o->key);
 			goto fail;
 		}
 	r = kms_config_validate(&c, err);
@@ -248,6 +314,8 @@ int kms_config_validate(const struct kms_config *c, struct config_error *err)
 {
 	for (const struct kms_option *o = c->provider->options; o->key; o++) {
 		const char *v = kms_config_get(c, o->key);
+		if ((o->flags & KMS_OPT_SECRET) && (!v || !*v))
+			v = credential_of(c, o); /* resolved at use */
 		if ((o->flags & KMS_OPT_REQUIRED) && (!v || !*v))
 			return cfg_fail(err, 0, -EBADMSG, "%s= is required for provider %s (--%s)",
 					o->key, c->provider->name, o->flag);
@@ -283,8 +351,14 @@ int kms_config_format(const struct kms_config *c, char **ret)
 	len = strlen(buf);
 	r = append(&buf, &len, "Provider", c->provider->name);
 	for (const struct kms_option *o = c->provider->options; r >= 0 && o->key; o++) {
-		const char *v = kms_config_get(c, o->key);
-		if (v)
+		const char *v = kms_config_get(c, o->key), *cred = NULL;
+		char key[128];
+
+		/* a secret taken from a credential (even once resolved) is never written out */
+		if ((o->flags & KMS_OPT_SECRET) && (cred = credential_of(c, o))) {
+			snprintf(key, sizeof(key), "%s" CREDENTIAL_SUFFIX, o->key);
+			r = append(&buf, &len, key, cred);
+		} else if (v)
 			r = append(&buf, &len, o->key, v);
 	}
 	for (size_t i = 0; r >= 0 && i < c->n_settings; i++)

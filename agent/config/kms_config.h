@@ -11,7 +11,9 @@
  *   Created=2026-11-30T17:00:00Z
  *
  * One "[KMS]" section; keys are those of the provider's option table plus Provider, Created and
- * Description.  Unknown or repeated keys, a missing Provider or a missing required key are errors that
+ * Description.  A secret option X may instead be given as "XCredential=NAME": the secret is then
+ * read at use from the systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME, cli/common.c), so
+ * it can be delivered with LoadCredentialEncrypted= instead of sitting in the file.  Unknown or repeated keys, a missing Provider or a missing required key are errors that
  * name the line.
  */
 #pragma once
@@ -39,5 +41,11 @@ int kms_config_set(struct kms_config *c, const char *key, const char *value);
 int kms_config_validate(const struct kms_config *c, struct config_error *err);
 /* The option table entry for @key (provider options only), NULL when none. */
 const struct kms_option *kms_config_option(const struct kms_provider *p, const char *key);
+/* Remove a setting; 0 also when it was not set. */
+int kms_config_unset(struct kms_config *c, const char *key);
+/* For "XCredential" where X is a secret option of @p: that option; else NULL. */
+const struct kms_option *kms_config_credential_option(const struct kms_provider *p, const char *key);
+/* Valid credential name (systemd's rules): 1-255 characters, no '/', not "." or "..". */
+int kms_config_credential_name_valid(const char *name);
 /* Free everything; values of secret settings are wiped first. */
 void kms_config_done(struct kms_config *c);

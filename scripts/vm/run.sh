@@ -4,6 +4,8 @@
 #
 #   scripts/vm/run.sh [--build-dir DIR] [--timeout SEC] [--mem MB] [--smp N] [--kvm] \
 #                     -- CMD [ARGS...]
+#   scripts/vm/run.sh --systemd [--setup SHELL-CMD] [--boot-deadline SEC] [--unmask UNIT]... \
+#                     [OPTIONS] -- CMD [ARGS...]
 #
 # How (see shared/notes/real-kernel-tests.md for the measured facts behind each choice):
 # - the uncompressed ELF vmlinux is extracted once from /boot/vmlinuz-KVER and booted through
@@ -14,6 +16,13 @@
 #   stderr stream to our stdout through the second serial port; its exit status comes back through
 #   the third; the guest then powers off (`reboot -f` with QEMU's -no-reboot).
 # A guest that fails to boot or times out is a failure (non-zero), never a skip.
+#
+# --systemd: the same root, but init runs `systemd-prep.sh` in it (the masks and overrides of
+# shared/notes/real-kernel-tests.md, then the caller's --setup command, e.g. loop devices, units,
+# fstab), and `exec switch_root /newroot /lib/systemd/systemd`. CMD runs as the test unit
+# kmscrypt-vm-test.service, ordered after multi-user.target; it writes the exit status to the
+# status port and calls `systemctl reboot -ff`. A deadline unit dumps the jobs, failed units and
+# the journal tail if CMD has not started --boot-deadline seconds after boot.
 set -euo pipefail
 
 prog=${0##*/}
@@ -29,6 +38,9 @@ smp=1
 (($(nproc) > 2)) && smp=2
 use_kvm=0
 use_systemd=0
+setup_cmd=
+boot_deadline=150
+unmask=()
 keep_run=${KMSCRYPT_VM_KEEP:-0}
 
 usage() {
@@ -41,7 +53,13 @@ Run CMD as root inside a QEMU guest booting the host's kernel with device-mapper
   --mem MB          guest memory (default $mem_mb)
   --smp N           guest vCPUs (default $smp)
   --kvm             use KVM instead of TCG (needs a working /dev/kvm)
-  --systemd         boot systemd as PID 1 (not implemented yet)
+  --systemd         boot systemd as PID 1; CMD runs as a unit after multi-user.target
+  --setup SHELL-CMD (--systemd) run SHELL-CMD (bash -c) in the guest's root before
+                    switch_root, in the caller's cwd, with the same environment as CMD and
+                    DM_DISABLE_UDEV=1 (no udev yet); a failure stops the run (exit 1)
+  --boot-deadline SEC  (--systemd) dump jobs, failed units and the journal and fail if CMD
+                    has not started SEC seconds after boot (default $boot_deadline)
+  --unmask UNIT     (--systemd) do not mask UNIT (a unit or generator name), repeatable
   -h, --help        this text
 
 CMD runs in the caller's cwd with the caller's KMSCRYPT and KMSCRYPT_* variables,
@@ -78,18 +96,20 @@ while (($#)); do
 	--smp=*) smp=${1#*=}; shift ;;
 	--kvm) use_kvm=1; shift ;;
 	--systemd) use_systemd=1; shift ;;
+	--setup) setup_cmd=${2:?--setup needs a value}; shift 2 ;;
+	--boot-deadline) boot_deadline=${2:?--boot-deadline needs a value}; shift 2 ;;
+	--unmask) unmask+=("${2:?--unmask needs a value}"); shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; break ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
 (($#)) || { usage >&2; exit 2; }
-for v in "$timeout_sec" "$mem_mb" "$smp"; do
+for v in "$timeout_sec" "$mem_mb" "$smp" "$boot_deadline"; do
 	[[ $v =~ ^[1-9][0-9]*$ ]] || { echo "$prog: not a positive number: '$v'" >&2; exit 2; }
 done
-if ((use_systemd)); then
-	# Future work: switch_root into /lib/systemd/systemd (see the notes for the masks it needs).
-	echo "$prog: --systemd is not implemented yet" >&2
+if ((!use_systemd)) && [[ -n $setup_cmd || ${#unmask[@]} -gt 0 ]]; then
+	echo "$prog: --setup and --unmask need --systemd" >&2
 	exit 2
 fi
 
@@ -194,6 +214,17 @@ rm -f $r/.dockerenv $r/run/.containerenv
 ip link set lo up 2>/dev/null  # 127.0.0.1 for fake KMS servers; no other network
 echo 0 >/proc/sys/kernel/printk
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
+if grep -q 'kmscrypt\.systemd=1' /proc/cmdline; then
+	# run.sh --systemd: prepare the root (masks, the test unit, the caller's --setup), then hand
+	# over to systemd. The API file systems move into the new root with it.
+	chroot $r /usr/bin/env -i /bin/bash "$builddir/vm/runs/$run/systemd-prep.sh" </dev/null \
+		>/dev/ttyS1 2>&1 || fail "systemd-prep.sh or --setup failed (exit $?)"
+	echo "switch-root $(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS2
+	log "switch_root to systemd"
+	umount /proc /sys 2>/dev/null
+	exec switch_root /newroot /lib/systemd/systemd
+	fail "switch_root"
+fi
 echo "start $(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS2
 chroot $r /usr/bin/env -i /bin/bash "$builddir/vm/runs/$run/guest.sh" </dev/null >/dev/ttyS1 2>&1
 rc=$?
@@ -285,6 +316,120 @@ initramfs=$cache_dir/initramfs.cpio
 	fi
 ) 9>"$cache_dir/.lock"
 
+# ---- --systemd: the guest root's preparation, the test unit and the deadline unit ---------------
+# Units and generators that cost seconds under TCG, fight for the console, or need what the guest
+# has not (shared/notes/real-kernel-tests.md, "Booting systemd as PID 1").
+systemd_masks=(getty.target getty@.service serial-getty@.service console-getty.service
+	container-getty@.service cloud-init.target cloud-init-local.service cloud-init.service
+	cloud-config.service cloud-final.service cloud-init-hotplugd.socket cloud-config.target
+	postgresql.service postgresql@.service tangd.socket timers.target systemd-logind.service
+	dbus.service dbus.socket systemd-binfmt.service proc-sys-fs-binfmt_misc.automount
+	systemd-sysusers.service systemd-update-utmp.service systemd-update-utmp-runlevel.service
+	systemd-timesyncd.service systemd-pstore.service e2scrub_reap.service systemd-firstboot.service
+	apt-daily.service apt-daily-upgrade.service man-db.service fstrim.service
+	systemd-tmpfiles-clean.service systemd-hwdb-update.service ldconfig.service
+	systemd-journal-catalog-update.service)
+systemd_generator_masks=(systemd-sysv-generator systemd-gpt-auto-generator
+	systemd-hibernate-resume-generator cloud-init-generator postgresql-generator
+	systemd-getty-generator)
+
+write_systemd_files() {
+	local u m skip
+	{
+		echo '#!/bin/bash'
+		echo '# generated by scripts/vm/run.sh --systemd: run by the guest init in the new root'
+		echo 'set -eu'
+		echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+		echo 'echo "run.sh: preparing the root for systemd" >/dev/ttyS0'
+		# systemd would think it is in a container and ignore the kernel command line
+		echo 'rm -f /.dockerenv /run/.containerenv'
+		echo 'tr -d - </proc/sys/kernel/random/uuid >/etc/machine-id'
+		# Debian's "D /tmp" empties /tmp over 9p (~50 s) and deletes what tests put there
+		echo 'mkdir -p /etc/tmpfiles.d /etc/systemd/journald.conf.d /etc/systemd/system-generators'
+		echo "echo 'd /tmp 1777 root root -' >/etc/tmpfiles.d/tmp.conf"
+		echo "printf '[Journal]\\nStorage=volatile\\nRateLimitBurst=0\\n' >/etc/systemd/journald.conf.d/vm.conf"
+		echo "echo '# run.sh --systemd: tests append their entries' >/etc/fstab"
+		echo 'rm -f /etc/crypttab'
+		for m in "${systemd_masks[@]}"; do
+			skip=0
+			for u in "${unmask[@]}"; do [[ $u == "$m" ]] && skip=1; done
+			((skip)) || printf 'ln -sfn /dev/null /etc/systemd/system/%q\n' "$m"
+		done
+		for m in "${systemd_generator_masks[@]}"; do
+			skip=0
+			for u in "${unmask[@]}"; do [[ $u == "$m" ]] && skip=1; done
+			((skip)) || printf 'ln -sfn /dev/null /etc/systemd/system-generators/%q\n' "$m"
+		done
+		# udev coldplug of block devices only (dm device units, fstab UUID= of dm devices)
+		echo 'mkdir -p /etc/systemd/system/systemd-udev-trigger.service.d'
+		echo "cat >/etc/systemd/system/systemd-udev-trigger.service.d/vm.conf <<'EOF'"
+		echo '[Service]'
+		echo 'ExecStart='
+		echo 'ExecStart=-udevadm trigger --type=subsystems --action=add --subsystem-match=block'
+		echo 'ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=block'
+		echo 'EOF'
+		echo "mkdir -p /etc/kmscrypt-vm /etc/systemd/system/multi-user.target.wants /etc/systemd/system/sysinit.target.wants"
+		echo "cat >/etc/systemd/system/kmscrypt-vm-test.service <<'EOF'"
+		echo '[Unit]'
+		echo 'Description=run.sh --systemd: the test command'
+		echo 'After=multi-user.target'
+		echo '[Service]'
+		echo 'Type=oneshot'
+		echo 'StandardInput=null'
+		echo 'TimeoutStartSec=infinity'
+		echo 'ExecStart=/bin/bash /etc/kmscrypt-vm/test.sh'
+		echo 'EOF'
+		echo 'ln -sfn ../kmscrypt-vm-test.service /etc/systemd/system/multi-user.target.wants/'
+		echo "cat >/etc/systemd/system/kmscrypt-vm-deadline.service <<'EOF'"
+		echo '[Unit]'
+		echo 'Description=run.sh --systemd: fail the run if the test has not started in time'
+		echo 'DefaultDependencies=no'
+		echo '[Service]'
+		echo 'Type=simple'
+		echo 'ExecStart=/bin/bash /etc/kmscrypt-vm/deadline.sh'
+		echo 'EOF'
+		echo 'ln -sfn ../kmscrypt-vm-deadline.service /etc/systemd/system/sysinit.target.wants/'
+		echo "cat >/etc/kmscrypt-vm/test.sh <<'EOF'"
+		echo '#!/bin/bash'
+		echo ': >/run/kmscrypt-vm-test-started'
+		echo 'echo "start $(cut -d" " -f1 /proc/uptime)" >/dev/ttyS2'
+		echo 'stty -F /dev/ttyS1 raw -echo 2>/dev/null'
+		printf '/bin/bash %q </dev/null >/dev/ttyS1 2>&1\n' "$build_dir/vm/runs/$run_id/guest.sh"
+		echo 'rc=$?'
+		echo 'echo "end $(cut -d" " -f1 /proc/uptime)" >/dev/ttyS2'
+		echo 'echo "rc $rc" >/dev/ttyS2'
+		# -ff: reboot(2) at once, no sync (a suspended dm device would block it forever)
+		echo 'systemctl reboot -ff'
+		echo 'EOF'
+		echo "cat >/etc/kmscrypt-vm/deadline.sh <<'EOF'"
+		echo '#!/bin/bash'
+		printf 'sleep %d\n' "$boot_deadline"
+		echo '[[ -e /run/kmscrypt-vm-test-started ]] && exit 0'
+		echo '{'
+		printf 'echo "=== run.sh --systemd: the test did not start within %d s of boot ==="\n' \
+			"$boot_deadline"
+		echo 'echo "--- systemctl list-jobs"; systemctl list-jobs --no-pager'
+		echo 'echo "--- systemctl --failed"; systemctl --failed --no-pager'
+		echo 'echo "--- journal tail"; journalctl -b --no-pager -n 150 -o short-monotonic'
+		echo '} >/dev/ttyS1 2>&1'
+		printf 'echo "init-error boot deadline: the test did not start within %d s" >/dev/ttyS2\n' \
+			"$boot_deadline"
+		echo 'systemctl reboot -ff'
+		echo 'EOF'
+		if [[ -n $setup_cmd ]]; then
+			echo '# the caller'"'"'s --setup, with the environment CMD gets (and no udev yet)'
+			echo 'export HOME=/root TERM=dumb LANG=C.UTF-8 DM_DISABLE_UDEV=1 KMSCRYPT_IN_VM=1'
+			while read -r u; do
+				printf 'export %s=%q\n' "$u" "${!u}"
+			done < <(compgen -e | grep -E '^KMSCRYPT(_[A-Za-z0-9_]*)?$' || true)
+			printf 'cd -- %q\n' "$caller_cwd"
+			echo 'echo "run.sh: --setup"'
+			printf 'if ! /bin/bash -c %q; then echo "run.sh: --setup failed" >&2; exit 1; fi\n' \
+				"$setup_cmd"
+		fi
+	} >"$run_dir/systemd-prep.sh"
+}
+
 # ---- per-run directory in the shared build dir ---------------------------------------------------
 run_dir=$(mktemp -d "$build_dir/vm/runs/run.XXXXXXXX")
 run_id=${run_dir##*/}
@@ -306,7 +451,9 @@ host_tty=0
 	echo '#!/bin/bash'
 	echo '# generated by scripts/vm/run.sh'
 	echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-	echo 'export HOME=/root TERM=dumb LANG=C.UTF-8 DM_DISABLE_UDEV=1'
+	echo 'export HOME=/root TERM=dumb LANG=C.UTF-8'
+	# no udev in the chroot; under systemd, udev runs and creates the dm nodes
+	((use_systemd)) || echo 'export DM_DISABLE_UDEV=1'
 	echo '# a fresh session keyring for the command (new_session installs it in this shell)'
 	echo 'command -v keyctl >/dev/null && keyctl new_session >/dev/null'
 	while read -r name; do
@@ -322,6 +469,9 @@ host_tty=0
 	printf '\n'
 } >"$run_dir/guest.sh"
 chmod 755 "$run_dir/guest.sh"
+if ((use_systemd)); then
+	write_systemd_files
+fi
 : >"$run_dir/status"
 : >"$run_dir/console.log"
 
@@ -336,6 +486,10 @@ fi
 append="console=ttyS0 quiet loglevel=4 panic=-1 random.trust_cpu=on 8250.nr_uarts=4"
 append+=" cryptomgr.notests i8042.noaux i8042.nokbd i8042.nopnp nowatchdog audit=0"
 append+=" rdinit=/init kmscrypt.run=$run_id${KMSCRYPT_VM_APPEND:+ $KMSCRYPT_VM_APPEND}"
+if ((use_systemd)); then
+	append+=" kmscrypt.systemd=1 systemd.unit=multi-user.target systemd.show_status=1"
+	append+=" systemd.firstboot=0"
+fi
 fsopts=security_model=none,multidevs=remap
 qemu=(qemu-system-x86_64 "${accel[@]}" -M q35 -m "$mem_mb" -smp "$smp"
 	-nodefaults -no-user-config -display none -no-reboot

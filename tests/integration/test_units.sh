@@ -1,0 +1,98 @@
+#!/bin/bash
+# The systemd units in unit/: `systemd-analyze verify` must be clean, `systemd-analyze security`
+# is recorded (and must not regress past a threshold), and the ordering rules of
+# shared/notes/real-kernel-tests.md hold. The units run for real in the VM: tests/vm/boot_*.sh.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib/assert.sh"
+K=$(realpath -- "${KMSCRYPT:?set KMSCRYPT to the kmscrypt binary}")
+src=$(cd "$here/../.." && pwd)
+command -v systemd-analyze >/dev/null || { echo "FATAL: systemd-analyze not found" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+# Exposure score above which the test fails (measured 3.3 with systemd 252 on 2026-11-30).
+max_exposure=4.0
+
+# A root laid out like `cmake --install` with the default prefix: the units name `kmscrypt`
+# without a path, which systemd resolves in its fixed search path (/usr/local/sbin, /usr/sbin...).
+root=$tmp/root
+mkdir -p "$root/usr/local/sbin" "$root/usr/local/lib/systemd/system"
+cp "$K" "$root/usr/local/sbin/kmscrypt"
+units=()
+for u in "$src"/unit/*.service; do
+	cp "$u" "$root/usr/local/lib/systemd/system/"
+	units+=("${u##*/}")
+done
+expect_eq "$((${#units[@]} > 0))" 1 "unit/ has service units (${units[*]})"
+
+# --man=no: the man page is not installed into this root (man/kmscrypt.8 is checked by the build).
+for u in "${units[@]}"; do
+	expect_rc 0 "systemd-analyze verify $u" -- systemd-analyze verify --root="$root" --man=no "$u"
+	expect_eq "$OUT" "" "systemd-analyze verify $u prints nothing (no warning)"
+done
+
+# The checks above can fail: a unit with an unknown key and one whose binary is missing.
+cp "$root/usr/local/lib/systemd/system/kmscrypt-unlock.service" \
+	"$root/usr/local/lib/systemd/system/kmscrypt-broken.service"
+echo 'NoSuchKey=1' >>"$root/usr/local/lib/systemd/system/kmscrypt-broken.service"
+systemd-analyze verify --root="$root" --man=no kmscrypt-broken.service >broken.out 2>&1
+expect_eq "$(grep -c "Unknown key 'NoSuchKey'" broken.out)" 1 "verify reports an unknown key"
+rm -f "$root/usr/local/lib/systemd/system/kmscrypt-broken.service"
+mv "$root/usr/local/sbin/kmscrypt" "$root/kmscrypt.away"
+expect_rc 1 "verify fails when kmscrypt is not installed" -- \
+	systemd-analyze verify --root="$root" --man=no kmscrypt-unlock.service
+mv "$root/kmscrypt.away" "$root/usr/local/sbin/kmscrypt"
+
+# ---- kmscrypt-unlock.service
+u=$src/unit/kmscrypt-unlock.service
+prop() { # KEY: the values of KEY= lines, space-joined
+	sed -n "s/^$1=//p" "$u" | tr '\n' ' ' | sed 's/ $//'
+}
+expect_eq "$(prop Type)" oneshot "unlock unit is a oneshot"
+expect_eq "$(prop RemainAfterExit)" yes "unlock unit stays active (ExecStop at shutdown)"
+expect_eq "$(grep -c '^ExecStart=kmscrypt unlock --all --wait-kms [0-9]' "$u")" 1 \
+	"ExecStart runs 'kmscrypt unlock --all --wait-kms N'"
+expect_eq "$(prop SuccessExitStatus)" "3 4 5 6 8" \
+	"per-volume failure classes do not fail the unit (nofail)"
+expect_eq "$(prop ExecStop)" "-kmscrypt lock --all" "ExecStop closes the volumes at shutdown"
+for kv in NoNewPrivileges=yes ProtectSystem=strict StateDirectory=kmscrypt ProtectHome=yes \
+	PrivateTmp=yes LimitCORE=0 MemoryDenyWriteExecute=yes \
+	"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_ALG" \
+	"CapabilityBoundingSet=CAP_SYS_ADMIN CAP_IPC_LOCK" "Conflicts=umount.target shutdown.target"; do
+	expect_eq "$(grep -cxF "$kv" "$u")" 1 "unlock unit has $kv"
+done
+expect_out_of() { grep -qw -- "$1" <<<"$2"; }
+after=$(prop After) before=$(prop Before) wants=$(prop Wants)
+expect_eq "$(expect_out_of network-online.target "$after" && echo y)" y "After= network-online.target"
+expect_eq "$(expect_out_of network-online.target "$wants" && echo y)" y "Wants= network-online.target"
+for t in remote-fs-pre.target cryptsetup.target remote-cryptsetup.target umount.target; do
+	expect_eq "$(expect_out_of $t "$before" && echo y)" y "Before= $t"
+done
+# The documented ordering cycle: PrivateTmp= orders the unit after systemd-tmpfiles-setup
+# (after local-fs.target); being before local-fs-pre.target or local-fs.target closes a cycle.
+for t in local-fs-pre.target local-fs.target sysinit.target; do
+	expect_eq "$(expect_out_of $t "$before" || echo n)" n "not Before= $t (ordering cycle)"
+done
+
+# The unit with this machine's units (network-online.target, remote-fs-pre.target, tmpfiles...):
+# verify builds its start transaction, which fails on an ordering cycle.
+mkdir -p host
+sed "s|^ExecStart=kmscrypt |ExecStart=$K |; s|^ExecStop=-kmscrypt |ExecStop=-$K |" "$u" \
+	>host/kmscrypt-unlock.service
+expect_rc 0 "systemd-analyze verify against this machine's units" -- \
+	systemd-analyze verify --man=no host/kmscrypt-unlock.service
+expect_not_out "cycle" "no ordering cycle reported"
+expect_eq "$OUT" "" "verify against this machine's units prints nothing"
+
+# ---- security score (recorded in the test log)
+systemd-analyze security --offline=yes --root="$root" --no-pager kmscrypt-unlock.service \
+	>security.out 2>&1
+score=$(sed -n 's/.*Overall exposure level for kmscrypt-unlock.service: \([0-9.]*\).*/\1/p' \
+	security.out)
+echo "# systemd-analyze security kmscrypt-unlock.service: exposure $score (lower is better)"
+grep '✗' security.out | sed 's/^/#   /'
+expect_eq "$(awk -v s="$score" -v m="$max_exposure" 'BEGIN { print (s != "" && s <= m) }')" 1 \
+	"exposure level $score <= $max_exposure"
+
+finish
