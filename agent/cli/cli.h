@@ -44,6 +44,19 @@ struct kms_handle {
 };
 int kms_handle_open(const struct cli *c, const char *name, struct kms_handle *ret);
 void kms_handle_done(struct kms_handle *h);
+/* The KMS handles of one run: each configuration is opened once and shared by all volumes bound
+ * to it (one HTTPS client, so one TLS connection per endpoint).  kms_set_get() opens on first use
+ * and remembers a failure, so it is logged once; call it from one thread, or open every handle
+ * first and let threads only look them up. */
+struct kms_set {
+	struct kms_handle h[32];
+	int r[32];
+	size_t n;
+};
+struct kms_handle *kms_set_get(const struct cli *c, struct kms_set *s, const char *name,
+			       int *ret_r);
+void kms_set_done(struct kms_set *s);
+
 /* Unwrap the secret of a volume through @h; fills @err; no logging. */
 int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscrypt_token *t,
 		      struct secret **ret, struct kms_error *err);

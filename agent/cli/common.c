@@ -249,6 +249,42 @@ int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscr
 	return h->cfg.provider->unwrap(h->ctx, &aad, &w, ret, err);
 }
 
+struct kms_handle *kms_set_get(const struct cli *c, struct kms_set *s, const char *name,
+			       int *ret_r)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->h[i].cfg.name && strcmp(s->h[i].cfg.name, name) == 0) {
+			*ret_r = s->r[i];
+			return s->r[i] < 0 ? NULL : &s->h[i];
+		}
+	if (s->n >= ARRAY_SIZE(s->h)) {
+		*ret_r = -E2BIG;
+		return NULL;
+	}
+	s->r[s->n] = kms_handle_open(c, name, &s->h[s->n]);
+	*ret_r = s->r[s->n];
+	if (*ret_r < 0) {
+		/* remember the failure under this name so it is logged once */
+		kms_handle_done(&s->h[s->n]);
+		s->h[s->n].cfg.name = strdup(name);
+		s->n++;
+		return NULL;
+	}
+	return &s->h[s->n++];
+}
+
+void kms_set_done(struct kms_set *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->r[i] < 0) {
+			free(s->h[i].cfg.name);
+			s->h[i].cfg.name = NULL;
+			continue;
+		}
+		kms_handle_done(&s->h[i]);
+	}
+}
+
 void kms_error_describe(const struct kms_error *e, char *buf, size_t n)
 {
 	int k = 0;

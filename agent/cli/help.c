@@ -61,7 +61,10 @@ static const struct {
 	 "'edit' changes credentials only: the key a configuration names is immutable, because\n"
 	 "volumes wrapped with it need it. 'delete' is refused once any volume was bound to the\n"
 	 "configuration (old headers and backups may still need it). Secrets are read from\n"
-	 "files (--...-file F, '-' for stdin), never from the command line.\n"
+	 "files (--...-file F, '-' for stdin), never from the command line, or from systemd\n"
+	 "credentials (--...-credential NAME: read from $CREDENTIALS_DIRECTORY/NAME at use, so\n"
+	 "the configuration holds only the reference; see LoadCredentialEncrypted= in\n"
+	 "systemd.exec(5)).\n"
 	 "\n"
 	 "Provider local (tests and labs only):\n"
 	 "  --key-file PATH    256-bit master key: 32 raw bytes or base64 text\n"
@@ -99,14 +102,17 @@ static const struct {
 		  "(one HTTPS connection per endpoint); the exit status is that of the first failure.\n"},
 	{"unlock",
 	 "Usage: kmscrypt unlock DEVICE [--name MAPPING] [--json]\n"
-	 "       kmscrypt unlock --all [--json]\n"
+	 "       kmscrypt unlock --all [--wait-kms SECONDS] [--json]\n"
 	 "\n"
 	 "Unwrap the secret through the KMS and activate /dev/mapper/MAPPING (default: the LUKS2\n"
 	 "label, else kmscrypt-<uuid8>). The secret goes into a process-private kernel keyring as\n"
 	 "a short-lived 'user' key, libcryptsetup hands the volume key to dm-crypt as a 'logon'\n"
 	 "key, and the live table is checked to name the key and hold no hex. --all scans block\n"
 	 "devices for kmscrypt volumes, unlocks them concurrently and skips revoked ones; one\n"
-	 "failing volume does not stop the others. Exit status: that of the first failure.\n"},
+	 "failing volume does not stop the others. --wait-kms retries volumes whose KMS is\n"
+	 "unavailable (exit class 4) with exponential backoff until SECONDS have passed; a denial\n"
+	 "is final. Exit status: that of the first failure. kmscrypt-unlock.service runs\n"
+	 "'unlock --all --wait-kms 60' at boot.\n"},
 	{"lock", "Usage: kmscrypt lock MAPPING|DEVICE | --all\n"
 		 "\n"
 		 "Close kmscrypt mappings. A revoked volume stays revoked.\n"},

@@ -21,49 +21,6 @@
 
 #define UNLOCK_PARALLEL 8
 
-/* The KMS handles of one run, opened once per configuration and shared by all volumes. */
-struct kms_set {
-	struct kms_handle h[32];
-	int r[32];
-	size_t n;
-};
-
-static struct kms_handle *kms_set_get(const struct cli *c, struct kms_set *s, const char *name,
-				      int *ret_r)
-{
-	for (size_t i = 0; i < s->n; i++)
-		if (s->h[i].cfg.name && strcmp(s->h[i].cfg.name, name) == 0) {
-			*ret_r = s->r[i];
-			return s->r[i] < 0 ? NULL : &s->h[i];
-		}
-	if (s->n >= ARRAY_SIZE(s->h)) {
-		*ret_r = -E2BIG;
-		return NULL;
-	}
-	s->r[s->n] = kms_handle_open(c, name, &s->h[s->n]);
-	*ret_r = s->r[s->n];
-	if (*ret_r < 0) {
-		/* remember the failure under this name so it is logged once */
-		kms_handle_done(&s->h[s->n]);
-		s->h[s->n].cfg.name = strdup(name);
-		s->n++;
-		return NULL;
-	}
-	return &s->h[s->n++];
-}
-
-static void kms_set_done(struct kms_set *s)
-{
-	for (size_t i = 0; i < s->n; i++) {
-		if (s->r[i] < 0) {
-			free(s->h[i].cfg.name);
-			s->h[i].cfg.name = NULL;
-			continue;
-		}
-		kms_handle_done(&s->h[i]);
-	}
-}
-
 /* Unwrap @v's secret through its KMS; on failure fill v->r and v->msg. */
 static int vol_unwrap(const struct cli *c, struct kms_set *ks, struct vol *v, const char *verb,
 		      struct secret **ret)
@@ -135,6 +92,15 @@ static void unlock_one(const struct cli *c, struct kms_set *ks, struct vol *v)
 		v->result = "already-active";
 		snprintf(v->msg, sizeof(v->msg), "'%s' (UUID %s) is already open as '%s'.", v->device,
 			 v->hdr.uuid, v->map.name);
+		return;
+	}
+	if (v->state_r == -EBADMSG) {
+		/* Fail closed: the unreadable state may be the revoked mark. */
+		vol_fail(v, -EBADMSG,
+			 "Left '%s' (UUID %s) locked: its state file '%s/volumes/%s.json' is corrupt, and "
+			 "it may say the volume is revoked. Check it, then fix or remove it.",
+			 v->device, v->hdr.uuid, c->state_dir, v->hdr.uuid);
+		v->result = "error";
 		return;
 	}
 	if (v->has_state && v->st.revoked) {

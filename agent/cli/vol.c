@@ -34,7 +34,8 @@ void vol_list_free(struct vol **l)
 static void vol_fill_runtime(const struct cli *c, struct vol *v)
 {
 	v->mapped = volume_mapping_find(v->hdr.uuid, &v->map) == 0;
-	v->has_state = state_load(c->state_dir, v->hdr.uuid, &v->st) == 0;
+	v->state_r = state_load(c->state_dir, v->hdr.uuid, &v->st);
+	v->has_state = v->state_r == 0;
 	if (v->mapped)
 		snprintf(v->mapping, sizeof(v->mapping), "%s", v->map.name);
 	else if (v->has_state && v->st.mapping)

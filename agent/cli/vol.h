@@ -17,6 +17,7 @@ struct vol {
 	bool mapped;
 	struct volume_state st;
 	bool has_state;
+	int state_r; /* state_load() result: -EBADMSG means the state file is corrupt */
 	char mapping[128]; /* mapping name to use: live, saved, or default */
 
 	/* outcome of the command for this volume */

@@ -457,36 +457,7 @@ out:
 	return cli_exit_code(r);
 }
 
-/* The KMS handles of one `check` run: each configuration is opened once, so all volumes bound to it
- * share its HTTPS client (one TLS connection per endpoint). */
-struct check_handles {
-	struct kms_handle h[32];
-	int r[32];
-	size_t n;
-};
-
-static struct kms_handle *check_handle(const struct cli *c, struct check_handles *s,
-				       const char *name, int *ret_r)
-{
-	for (size_t i = 0; i < s->n; i++)
-		if (strcmp(s->h[i].cfg.name, name) == 0) {
-			*ret_r = s->r[i];
-			return s->r[i] < 0 ? NULL : &s->h[i];
-		}
-	if (s->n >= ARRAY_SIZE(s->h)) {
-		*ret_r = -E2BIG;
-		return NULL;
-	}
-	*ret_r = kms_handle_open(c, name, &s->h[s->n]);
-	if (*ret_r < 0) {
-		kms_handle_done(&s->h[s->n]);
-		return NULL; /* logged by kms_handle_open(); not cached: it logs again per volume */
-	}
-	s->r[s->n] = 0;
-	return &s->h[s->n++];
-}
-
-static int check_one(const struct cli *c, struct check_handles *hs, const char *device,
+static int check_one(const struct cli *c, struct kms_set *hs, const char *device,
 		     json_object *arr)
 {
 	struct volume_header hdr = {};
@@ -501,7 +472,7 @@ static int check_one(const struct cli *c, struct check_handles *hs, const char *
 	r = cli_read_volume(device, &hdr, &t, true);
 	if (r < 0)
 		goto out;
-	h = check_handle(c, hs, t.kms, &r);
+	h = kms_set_get(c, hs, t.kms, &r);
 	if (!h)
 		goto out;
 	r = kms_handle_unwrap(h, hdr.uuid, &t, &secret, &err);
@@ -554,7 +525,7 @@ out:
 /* kmscrypt check DEVICE...: several devices are checked in one run (one KMS session each). */
 int cmd_check(struct cli *c, int argc, char **argv)
 {
-	struct check_handles hs = {};
+	struct kms_set hs = {};
 	json_object *arr = NULL;
 	int r, first = 0;
 
@@ -575,8 +546,7 @@ int cmd_check(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "volumes", arr);
 		cli_print_json(o);
 	}
-	for (size_t i = 0; i < hs.n; i++)
-		kms_handle_done(&hs.h[i]);
+	kms_set_done(&hs);
 	return cli_exit_code(first);
 usage:
 	return log_error_errno(EINVAL, "Usage: kmscrypt check DEVICE... [--json]"),

@@ -168,6 +168,14 @@ expect_rc 7 "unlock of a revoked volume is refused" -- "$K" unlock a.img
 expect_out "kmscrypt restore" "refusal says what to do"
 expect_rc 0 "audit log records the revoke" -- grep -q '"action":"revoke".*"reason":"drill"' state/audit.log
 
+# ---- a corrupt state file fails closed: it may hold the revoked mark
+buuid=$(cryptsetup luksUUID b.img)
+cp "state/volumes/$buuid.json" good-state.json
+echo '{"uuid": "garbage' >"state/volumes/$buuid.json"
+expect_rc 8 "unlock with a corrupt state file is refused" -- "$K" unlock b.img
+expect_out "corrupt" "refusal names the corrupt state file"
+cp good-state.json "state/volumes/$buuid.json"
+
 # ---- commands that change things serialise on the state-dir lock
 flock -x state/lock -c 'sleep 2' &
 holder=$!
