@@ -49,6 +49,21 @@ int secret_from(const void *data, size_t n, struct secret **ret)
 	return 0;
 }
 
+int secret_from_cstr(const char *s, size_t n, struct secret **ret)
+{
+	struct secret *t;
+	int r;
+
+	r = secret_new(n + 1, &t);
+	if (r < 0)
+		return r;
+	memcpy(t->buf, s, n);
+	t->buf[n] = 0;
+	t->len = n;
+	*ret = t;
+	return 0;
+}
+
 int secret_random(size_t len, struct secret **ret)
 {
 	struct secret *s;

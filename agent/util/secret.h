@@ -18,6 +18,9 @@ struct secret {
 int secret_new(size_t cap, struct secret **ret);
 /* A secret holding a copy of @n bytes at @data. */
 int secret_from(const void *data, size_t n, struct secret **ret);
+/* A copy of @n bytes at @s followed by a NUL (for tokens that go into headers as C strings);
+ * len excludes the NUL. */
+int secret_from_cstr(const char *s, size_t n, struct secret **ret);
 /* @len random bytes from getrandom(2).  Return: 0, -ENOMEM or -errno. */
 int secret_random(size_t len, struct secret **ret);
 /* Append; -ENOBUFS (and nothing appended) when it would exceed cap. */

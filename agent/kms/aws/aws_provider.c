@@ -27,6 +27,7 @@
 #include "codec/http_msg.h"
 #include "codec/sigv4.h"
 #include "kms/aws/aws_codec.h"
+#include "kms/endpoint_down.h"
 #include "kms/provider.h"
 #include "transport/http.h"
 #include "util/cleanup.h"
@@ -36,7 +37,6 @@
 #define AWS_DEFAULT_DEADLINE_MS 30000
 #define AWS_CREDS_MARGIN_S 60 /* refresh IMDS credentials this long before they expire */
 #define AWS_IMDS_TOKEN_TTL 21600
-#define AWS_DOWN_MS 20000 /* how long an unreachable endpoint is not asked again in a run */
 
 enum aws_source {
 	AWS_SRC_STATIC,
@@ -67,9 +67,7 @@ struct aws_ctx {
 	 * other volumes of this run get that answer at once instead of each waiting out its own
 	 * deadline in the queue for the one connection (a boot with 50 volumes and a black-holed
 	 * endpoint would otherwise take 50 deadlines). */
-	uint64_t down_until_ms;
-	int down_r;
-	struct kms_error down_err;
+	struct kms_down down; /* guarded by lock */
 };
 
 static const struct kms_option aws_options[] = {
@@ -116,23 +114,6 @@ static void aws_close(void *p)
 	secret_free(c->session_token);
 	secret_free(c->imds_token);
 	free(c);
-}
-
-/* A NUL-terminated copy of @s in locked memory. */
-static int secret_from_str(const char *s, size_t n, struct secret **ret)
-{
-	_cleanup_secret_ struct secret *t = NULL;
-	int r;
-
-	r = secret_new(n + 1, &t);
-	if (r < 0)
-		return r;
-	r = secret_append(t, s, n);
-	if (r < 0)
-		return r;
-	t->buf[n] = 0;
-	*ret = TAKE_PTR(t);
-	return 0;
 }
 
 /* "https://host[:port][/]" -> "https://host[:port]"; anything else is a configuration error. */
@@ -193,7 +174,7 @@ static int aws_load_creds(struct aws_ctx *c, const struct kms_config *cfg, struc
 		return -ENOMEM;
 	r = secret_from(sk, strlen(sk), &c->secret_key);
 	if (r >= 0 && tok)
-		r = secret_from_str(tok, strlen(tok), &c->session_token);
+		r = secret_from_cstr(tok, strlen(tok), &c->session_token);
 	return r;
 }
 
@@ -259,25 +240,13 @@ fail:
 	return r;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Was an endpoint found unreachable a moment ago in this run?  Then repeat that answer. */
 static int aws_down_check(struct aws_ctx *c, struct kms_error *err)
 {
-	int r = 0;
+	int r;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->down_r < 0 && mono_ms() < c->down_until_ms) {
-		r = c->down_r;
-		if (err)
-			*err = c->down_err;
-	}
+	r = kms_down_check(&c->down, err);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -286,16 +255,9 @@ static int aws_down_check(struct aws_ctx *c, struct kms_error *err)
  * according to @locked. */
 static int aws_down_note(struct aws_ctx *c, int r, const struct kms_error *err, bool locked)
 {
-	if ((r != -EAGAIN && r != -ETIMEDOUT) || (err && err->http_status != 0))
-		return r;
 	if (!locked)
 		pthread_mutex_lock(&c->lock);
-	c->down_r = r;
-	c->down_until_ms = mono_ms() + AWS_DOWN_MS;
-	if (err)
-		c->down_err = *err;
-	else
-		memset(&c->down_err, 0, sizeof(c->down_err));
+	r = kms_down_note(&c->down, r, err);
 	if (!locked)
 		pthread_mutex_unlock(&c->lock);
 	return r;
@@ -348,7 +310,7 @@ static int imds_refresh(struct aws_ctx *c, struct kms_error *err)
 		if (r < 0)
 			return r;
 		c->imds_token = secret_free(c->imds_token);
-		r = secret_from_str(t, strlen(t), &c->imds_token);
+		r = secret_from_cstr(t, strlen(t), &c->imds_token);
 		explicit_bzero(t, strlen(t));
 		if (r < 0)
 			return r;
@@ -382,7 +344,7 @@ static int imds_refresh(struct aws_ctx *c, struct kms_error *err)
 	r = secret_from(creds.secret_access_key->buf, creds.secret_access_key->len, &sk);
 	if (r < 0)
 		return r;
-	r = secret_from_str(creds.session_token, strlen(creds.session_token), &tok);
+	r = secret_from_cstr(creds.session_token, strlen(creds.session_token), &tok);
 	if (r < 0)
 		return r;
 	free(c->akid);

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "codec/http_msg.h"
+#include "kms/endpoint_down.h"
 #include "kms/provider.h"
 #include "kms/vault/vault_codec.h"
 #include "transport/http.h"
@@ -33,7 +34,6 @@
 #define VAULT_ALG_BOTH "vault-transit:aad+context" /* derived AEAD key: both */
 #define VAULT_DEFAULT_DEADLINE_MS 30000
 #define VAULT_TOKEN_MARGIN_S 10
-#define VAULT_DOWN_MS 20000
 
 struct vault_ctx {
 	char *name;
@@ -54,9 +54,7 @@ struct vault_ctx {
 	bool key_known, aead, derived; /* from the key read */
 	uint32_t latest_version;
 	/* fail fast once Vault could not be reached in this run (see the AWS provider) */
-	uint64_t down_until_ms;
-	int down_r;
-	struct kms_error down_err;
+	struct kms_down down; /* guarded by lock */
 };
 
 static const struct kms_option vault_options[] = {
@@ -94,22 +92,6 @@ static void vault_close(void *p)
 	secret_free(c->secret_id);
 	secret_free(c->token);
 	free(c);
-}
-
-static int secret_from_str(const char *s, size_t n, struct secret **ret)
-{
-	_cleanup_secret_ struct secret *t = NULL;
-	int r;
-
-	r = secret_new(n + 1, &t);
-	if (r < 0)
-		return r;
-	r = secret_append(t, s, n);
-	if (r < 0)
-		return r;
-	t->buf[n] = 0;
-	*ret = TAKE_PTR(t);
-	return 0;
 }
 
 static bool path_ok(const char *s)
@@ -180,7 +162,7 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 	if (role)
 		r = secret_from(sid, strlen(sid), &c->secret_id);
 	else
-		r = secret_from_str(tok, strlen(tok), &c->token);
+		r = secret_from_cstr(tok, strlen(tok), &c->token);
 	if (r < 0)
 		goto fail;
 	o.request_timeout_ms = MIN(c->deadline_ms, 15000u);
@@ -201,24 +183,12 @@ fail:
 	return r;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static int vault_down_check(struct vault_ctx *c, struct kms_error *err)
 {
-	int r = 0;
+	int r;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->down_r < 0 && mono_ms() < c->down_until_ms) {
-		r = c->down_r;
-		if (err)
-			*err = c->down_err;
-	}
+	r = kms_down_check(&c->down, err);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -232,16 +202,11 @@ static int vault_send(struct vault_ctx *c, const struct http_request *req,
 
 	/* 429, 5xx (sealed: 503), 412 and network errors are retried by the transport */
 	r = http_send_retry(c->http, req, &policy, ret, err);
-	if ((r == -EAGAIN || r == -ETIMEDOUT) && (!err || err->http_status == 0)) {
-		if (!locked)
-			pthread_mutex_lock(&c->lock);
-		c->down_r = r;
-		c->down_until_ms = mono_ms() + VAULT_DOWN_MS;
-		if (err)
-			c->down_err = *err;
-		if (!locked)
-			pthread_mutex_unlock(&c->lock);
-	}
+	if (!locked)
+		pthread_mutex_lock(&c->lock);
+	r = kms_down_note(&c->down, r, err);
+	if (!locked)
+		pthread_mutex_unlock(&c->lock);
 	return r;
 }
 
@@ -272,7 +237,7 @@ static int vault_login(struct vault_ctx *c, struct kms_error *err)
 		}
 		return r;
 	}
-	r = secret_from_str(a.client_token, strlen(a.client_token), &tok);
+	r = secret_from_cstr(a.client_token, strlen(a.client_token), &tok);
 	if (r < 0)
 		return r;
 	secret_free(c->token);
