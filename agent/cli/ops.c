@@ -203,6 +203,17 @@ static int first_failure(struct vol **vols, size_t n)
 	return 0;
 }
 
+/* Release the lock and the volumes; the exit code is @r's, else the first volume's failure. */
+static int finish_run(int lock, int r, struct vol **vols, size_t n)
+{
+	int code = r < 0 ? cli_exit_code(r) : first_failure(vols, n);
+
+	if (lock >= 0)
+		close(lock);
+	vol_list_free(vols);
+	return code;
+}
+
 struct target_opts {
 	bool all;
 	bool allow_wait;    /* set by unlock: accept --wait-kms */
@@ -410,13 +421,8 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 		printf("No kmscrypt volumes found.\n");
 	r = 0;
 out:
-	close(lock);
 	kms_set_done(&ks);
-	{
-		int code = r < 0 ? cli_exit_code(r) : first_failure(vols, n);
-		vol_list_free(vols);
-		return code;
-	}
+	return finish_run(lock, r, vols, n);
 }
 
 /* Targets for lock/revoke: one resolved target, or every open kmscrypt mapping. */
@@ -523,12 +529,7 @@ int cmd_lock(struct cli *c, int argc, char **argv)
 	print_results(c, vols, n, false);
 	r = 0;
 out:
-	close(lock);
-	{
-		int code = r < 0 ? cli_exit_code(r) : first_failure(vols, n);
-		vol_list_free(vols);
-		return code;
-	}
+	return finish_run(lock, r, vols, n);
 }
 
 int cmd_revoke(struct cli *c, int argc, char **argv)
@@ -597,12 +598,7 @@ int cmd_revoke(struct cli *c, int argc, char **argv)
 	print_results(c, vols, n, true);
 	r = 0;
 out:
-	close(lock);
-	{
-		int code = r < 0 ? cli_exit_code(r) : first_failure(vols, n);
-		vol_list_free(vols);
-		return code;
-	}
+	return finish_run(lock, r, vols, n);
 }
 
 int cmd_restore(struct cli *c, int argc, char **argv)
@@ -682,11 +678,6 @@ int cmd_restore(struct cli *c, int argc, char **argv)
 		printf("No revoked kmscrypt volumes.\n");
 	r = 0;
 out:
-	close(lock);
 	kms_set_done(&ks);
-	{
-		int code = r < 0 ? cli_exit_code(r) : first_failure(vols, n);
-		vol_list_free(vols);
-		return code;
-	}
+	return finish_run(lock, r, vols, n);
 }
