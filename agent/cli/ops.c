@@ -486,6 +486,27 @@ static int collect_targets(const struct cli *c, const struct target_opts *o, boo
 	return 0;
 }
 
+/* Parse a target, take the lock, collect the volumes.  0 when the caller goes on (it then owns
+ * *ret_lock and *ret_vols and ends with finish_run()); otherwise the exit code, nothing held. */
+static int begin_targets(struct cli *c, int argc, char **argv, bool with_reason, bool all_revoked,
+			 const char *usage, struct target_opts *o, int *ret_lock,
+			 struct vol ***ret_vols, size_t *ret_n)
+{
+	int r, lock;
+
+	r = parse_target(argc, argv, false, with_reason, o, usage);
+	if (r < 0)
+		return KMSCRYPT_EXIT_USAGE;
+	lock = cli_lock(c);
+	if (lock < 0)
+		return cli_exit_code(lock);
+	r = collect_targets(c, o, all_revoked, ret_vols, ret_n);
+	if (r < 0)
+		return finish_run(lock, r, NULL, 0);
+	*ret_lock = lock;
+	return 0;
+}
+
 int cmd_lock(struct cli *c, int argc, char **argv)
 {
 	struct target_opts o = {};
@@ -493,15 +514,10 @@ int cmd_lock(struct cli *c, int argc, char **argv)
 	size_t n = 0;
 	int r, lock;
 
-	r = parse_target(argc, argv, false, false, &o, "kmscrypt lock MAPPING|DEVICE | --all");
-	if (r < 0)
-		return KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
-	if (lock < 0)
-		return cli_exit_code(lock);
-	r = collect_targets(c, &o, false, &vols, &n);
-	if (r < 0)
-		goto out;
+	r = begin_targets(c, argc, argv, false, false, "kmscrypt lock MAPPING|DEVICE | --all", &o,
+			  &lock, &vols, &n);
+	if (r)
+		return r;
 	for (size_t i = 0; i < n; i++) {
 		struct vol *v = vols[i];
 		double t0 = now_ms();
@@ -528,7 +544,6 @@ int cmd_lock(struct cli *c, int argc, char **argv)
 	}
 	print_results(c, vols, n, false);
 	r = 0;
-out:
 	return finish_run(lock, r, vols, n);
 }
 
@@ -539,16 +554,11 @@ int cmd_revoke(struct cli *c, int argc, char **argv)
 	size_t n = 0;
 	int r, lock;
 
-	r = parse_target(argc, argv, false, true, &o,
-			 "kmscrypt revoke MAPPING|DEVICE | --all [--reason TEXT] [--json]");
-	if (r < 0)
-		return KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
-	if (lock < 0)
-		return cli_exit_code(lock);
-	r = collect_targets(c, &o, false, &vols, &n);
-	if (r < 0)
-		goto out;
+	r = begin_targets(c, argc, argv, true, false,
+			  "kmscrypt revoke MAPPING|DEVICE | --all [--reason TEXT] [--json]", &o, &lock,
+			  &vols, &n);
+	if (r)
+		return r;
 	for (size_t i = 0; i < n; i++) {
 		struct vol *v = vols[i];
 		double t0 = now_ms();
@@ -597,7 +607,6 @@ int cmd_revoke(struct cli *c, int argc, char **argv)
 	}
 	print_results(c, vols, n, true);
 	r = 0;
-out:
 	return finish_run(lock, r, vols, n);
 }
 
@@ -609,16 +618,10 @@ int cmd_restore(struct cli *c, int argc, char **argv)
 	size_t n = 0;
 	int r, lock;
 
-	r = parse_target(argc, argv, false, false, &o,
-			 "kmscrypt restore MAPPING|DEVICE|UUID | --all [--json]");
-	if (r < 0)
-		return KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
-	if (lock < 0)
-		return cli_exit_code(lock);
-	r = collect_targets(c, &o, true, &vols, &n);
-	if (r < 0)
-		goto out;
+	r = begin_targets(c, argc, argv, false, true,
+			  "kmscrypt restore MAPPING|DEVICE|UUID | --all [--json]", &o, &lock, &vols, &n);
+	if (r)
+		return r;
 	for (size_t i = 0; i < n; i++) {
 		struct vol *v = vols[i];
 		_cleanup_secret_ struct secret *secret = NULL;
@@ -677,7 +680,6 @@ int cmd_restore(struct cli *c, int argc, char **argv)
 	if (o.all && n == 0 && !c->json && !c->quiet)
 		printf("No revoked kmscrypt volumes.\n");
 	r = 0;
-out:
 	kms_set_done(&ks);
 	return finish_run(lock, r, vols, n);
 }
