@@ -4,6 +4,8 @@
 #include <time.h>
 
 #include "kms/endpoint_down.h"
+#include "transport/http.h"
+#include "util/cleanup.h"
 
 uint64_t kms_mono_ms(void)
 {
@@ -33,4 +35,21 @@ int kms_down_note(struct kms_down *d, int r, const struct kms_error *err)
 	else
 		memset(&d->err, 0, sizeof(d->err));
 	return r;
+}
+
+int kms_http_client_new(const char *ca_file, unsigned deadline_ms, struct http_client **ret,
+			struct kms_error *err)
+{
+	struct http_client_options o = {
+		.ca_file = ca_file,
+		.request_timeout_ms = MIN(deadline_ms, 15000u),
+		.max_connections = 1,
+	};
+	int r;
+
+	r = http_client_new(&o, ret);
+	if (r < 0)
+		return kms_error_set(err, r, "", "cannot set up the HTTPS client%s%s",
+				     ca_file ? " with CaFile=" : "", ca_file ? ca_file : "");
+	return 0;
 }

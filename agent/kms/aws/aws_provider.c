@@ -184,7 +184,6 @@ static int aws_open(const struct kms_config *cfg, const struct kms_runtime *rt, 
 	const char *region = kms_config_get(cfg, "Region"), *key = kms_config_get(cfg, "KeyId");
 	const char *arn = kms_config_get(cfg, "KeyArn"), *ep = kms_config_get(cfg, "Endpoint");
 	const char *imds = kms_config_get(cfg, "ImdsEndpoint");
-	struct http_client_options o = {.ca_file = kms_config_get(cfg, "CaFile")};
 	struct aws_ctx *c;
 	int r;
 
@@ -222,17 +221,9 @@ static int aws_open(const struct kms_config *cfg, const struct kms_runtime *rt, 
 	r = aws_load_creds(c, cfg, err);
 	if (r < 0)
 		goto fail;
-	o.request_timeout_ms = MIN(c->deadline_ms, 15000u);
-	/* One connection per endpoint for the whole run, as the issue asks: requests from the
-	 * unlock threads queue for it (HTTP/1.1 cannot multiplex) instead of opening more TLS
-	 * sessions. */
-	o.max_connections = 1;
-	r = http_client_new(&o, &c->http);
-	if (r < 0) {
-		r = kms_error_set(err, r, "", "cannot set up the HTTPS client%s%s",
-				  o.ca_file ? " with CaFile=" : "", o.ca_file ? o.ca_file : "");
+	r = kms_http_client_new(kms_config_get(cfg, "CaFile"), c->deadline_ms, &c->http, err);
+	if (r < 0)
 		goto fail;
-	}
 	*ret = c;
 	return 0;
 fail:

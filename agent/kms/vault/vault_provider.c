@@ -113,7 +113,6 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 	const char *ns = kms_config_get(cfg, "Namespace"), *tok = kms_config_get(cfg, "Token");
 	const char *role = kms_config_get(cfg, "RoleId"), *sid = kms_config_get(cfg, "SecretId");
 	const char *amount = kms_config_get(cfg, "AppRoleMount");
-	struct http_client_options o = {.ca_file = kms_config_get(cfg, "CaFile")};
 	struct vault_ctx *c;
 	size_t n;
 	int r;
@@ -165,17 +164,9 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 		r = secret_from_cstr(tok, strlen(tok), &c->token);
 	if (r < 0)
 		goto fail;
-	o.request_timeout_ms = MIN(c->deadline_ms, 15000u);
-	/* One connection per endpoint for the whole run, as the issue asks: requests from the
-	 * unlock threads queue for it (HTTP/1.1 cannot multiplex) instead of opening more TLS
-	 * sessions. */
-	o.max_connections = 1;
-	r = http_client_new(&o, &c->http);
-	if (r < 0) {
-		r = kms_error_set(err, r, "", "cannot set up the HTTPS client%s%s",
-				  o.ca_file ? " with CaFile=" : "", o.ca_file ? o.ca_file : "");
+	r = kms_http_client_new(kms_config_get(cfg, "CaFile"), c->deadline_ms, &c->http, err);
+	if (r < 0)
 		goto fail;
-	}
 	*ret = c;
 	return 0;
 fail:
