@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "kms/provider.h"
@@ -162,6 +163,17 @@ int main(int argc, char **argv)
 			cli_help(commands[i].name, stdout);
 			return 0;
 		}
+		/* Every command reads or changes root's files (KMS configurations are mode 0600,
+		 * the state dir 0700) or devices: as another user it could only fail later, as a
+		 * misleading "KMS denied" or "not found". */
+		if (geteuid() != 0) {
+			log_error("kmscrypt must run as root (it manages dm-crypt mappings, LUKS2 "
+				  "headers and %s).",
+				  c.config_dir);
+			return KMSCRYPT_EXIT_FAILURE;
+		}
+		if (cli_check_dirs(&c) < 0)
+			return KMSCRYPT_EXIT_FAILURE;
 		r = commands[i].fn(&c, argc - 1, argv + 1);
 		fflush(stdout);
 		return r;

@@ -7,6 +7,7 @@
 
 #include "kms/provider.h"
 
+struct config_error;
 struct json_object;
 struct kmscrypt_token;
 struct volume_header;
@@ -27,9 +28,20 @@ const char *cli_exit_name(int code);
 
 /* The state-dir lock; logs on failure.  Returns fd or -errno. */
 int cli_lock(const struct cli *c);
+/* Refuse a state dir, configuration dir or its kms/ that exists but that others than root may
+ * change, or that is a symbolic link (util/safedir.h); logs the fix.  0 or -errno. */
+int cli_check_dirs(const struct cli *c);
 
 /* Load KMS configuration @name from the config dir; logs (naming file:line) on failure. */
 int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret);
+#define KMS_CONFIG_FILE_MAX (64 * 1024)
+/* The same without logging (the token plugin logs through libcryptsetup): read @path once into
+ * locked memory and parse it as configuration @name.  A file that holds a secret itself (not a
+ * credential reference) and that group or others may access is refused, as ssh(1) refuses such a
+ * private key.  Return: 0; -ENOENT; -EBADMSG (parse error, @err names the line); -EINVAL (the
+ * mode: @err's message says which 'chmod' fixes it); -EFBIG, -EISDIR, -EBADFD, -errno; -ENOMEM. */
+int kms_config_load_file(const char *path, const char *name, struct kms_config *ret,
+			 struct config_error *err);
 int cli_kms_path(const struct cli *c, const char *name, char **ret);
 /* Read every secret setting X given as "XCredential=NAME" from $CREDENTIALS_DIRECTORY/NAME
  * (systemd credentials) into @cfg; logs on failure (-ENOENT: no such credential). */
@@ -65,6 +77,11 @@ int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscr
 void kms_error_describe(const struct kms_error *e, char *buf, size_t n);
 /* What to tell the operator after an unwrap error. */
 const char *cli_hint_for(int r);
+/* The same, by cause where the provider said more than @r (@e->token_rejected: the recovery key,
+ * not the KMS); @e may be NULL. */
+const char *cli_hint_for_error(int r, const struct kms_error *e);
+/* What the KMS did, for "KMS 'x' (aws) %s: ...": "denied access", "could not be reached", ... */
+const char *cli_kms_failure(int r, const struct kms_error *e);
 
 /* Read a header and its kmscrypt token; logs when @log is set.  -ENODEV: no LUKS2/no token. */
 int cli_read_volume(const char *device, struct volume_header *ret_hdr,

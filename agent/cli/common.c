@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <json-c/json.h>
@@ -15,6 +17,7 @@
 #include "util/cleanup.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/safedir.h"
 #include "util/secret.h"
 #include "volume/volume.h"
 
@@ -44,6 +47,10 @@ int cli_exit_code(int r)
 		return KMSCRYPT_EXIT_CONFLICT;
 	case -EINVAL:
 		return KMSCRYPT_EXIT_USAGE;
+	case -ENOKEY:  /* a local file cannot be read for lack of permission: not the KMS's answer */
+	case -ENOLINK: /* a state or configuration dir others may change (util/safedir.h) */
+	case -ELOOP:   /* a symbolic link where kmscrypt follows none (state dir, lock, audit.log) */
+		return KMSCRYPT_EXIT_FAILURE;
 	case -EPERM:
 	case -ENOTSUP:
 	case -EIO:
@@ -75,9 +82,48 @@ const char *cli_hint_for(int r)
 	case -EBADMSG:
 		return "the token or the KMS reply is malformed; check the volume with 'kmscrypt check' "
 		       "and open it with its recovery key if needed";
+	case -EINVAL:
+		return "fix what the message names, then retry";
+	case -ENOKEY:
+		return "make the file named above readable by root (its owner, mode and any SELinux or "
+		       "AppArmor label), then retry";
 	default:
 		return "see 'kmscrypt status' and the audit log";
 	}
+}
+
+const char *cli_kms_failure(int r, const struct kms_error *e)
+{
+	if (e && e->token_rejected)
+		return "rejected the token";
+	switch (r) {
+	case -EACCES:
+		return "denied access";
+	case -EBADMSG:
+		return "gave an invalid answer";
+	case -EINVAL:
+		return "has an unusable configuration";
+	case -ENOKEY:
+		return "cannot be used";
+	case -EAGAIN:
+	case -ETIMEDOUT:
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+		return "could not be reached";
+	default:
+		return "failed";
+	}
+}
+
+const char *cli_hint_for_error(int r, const struct kms_error *e)
+{
+	/* Restoring access at the KMS cannot help a token that is not this volume's. */
+	if (e && e->token_rejected)
+		return "the token does not belong to this volume or was modified: open the volume with "
+		       "its recovery key, then re-bind it ('kmscrypt unbind', then 'kmscrypt bind "
+		       "--key-file RECOVERY-KEY-FILE')";
+	return cli_hint_for(r);
 }
 
 double now_ms(void)
@@ -105,9 +151,48 @@ int cli_lock(const struct cli *c)
 				       "Another kmscrypt command has held '%s/lock' for %u s; wait "
 				       "for it to finish and retry.",
 				       c->state_dir, c->lock_timeout_sec);
+	if (fd == -ENOLINK || fd == -ELOOP || fd == -ENOTDIR || fd == -EBADF) {
+		char why[1024];
+		_cleanup_close_ int dfd = dir_open_trusted(c->state_dir, "State dir", why, sizeof(why));
+
+		if (dfd < 0)
+			return log_error_errno(dfd, "%s.", why);
+		return log_error_errno(fd,
+				       "'%s/lock' is %s, which kmscrypt does not use; remove it and "
+				       "retry.",
+				       c->state_dir,
+				       fd == -ELOOP ? "a symbolic link" : "not a regular file");
+	}
 	if (fd < 0)
 		return log_error_errno(fd, "Cannot take the lock in state dir '%s': %m", c->state_dir);
 	return fd;
+}
+
+int cli_check_dirs(const struct cli *c)
+{
+	_cleanup_free_ char *kms_dir = NULL;
+	const struct {
+		const char *what, *path;
+	} dirs[] = {
+		{"State dir", c->state_dir},
+		{"Configuration dir", c->config_dir},
+		{"KMS configuration dir", NULL},
+	};
+
+	if (asprintf(&kms_dir, "%s/kms", c->config_dir) < 0)
+		return log_error_errno(ENOMEM, "Out of memory.");
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		const char *path = dirs[i].path ?: kms_dir;
+		char why[1024];
+		int fd = dir_open_trusted(path, dirs[i].what, why, sizeof(why));
+
+		if (fd == -ENOENT)
+			continue; /* created when first needed, mode 0700 */
+		if (fd < 0)
+			return log_error_errno(fd, "%s.", why);
+		close(fd);
+	}
+	return 0;
 }
 
 int cli_kms_path(const struct cli *c, const char *name, char **ret)
@@ -115,11 +200,53 @@ int cli_kms_path(const struct cli *c, const char *name, char **ret)
 	return asprintf(ret, "%s/kms/%s.conf", c->config_dir, name) < 0 ? -ENOMEM : 0;
 }
 
+/* Does @c hold a secret in the file itself (not a credential reference)? */
+static bool config_holds_secret(const struct kms_config *c)
+{
+	for (size_t i = 0; i < c->n_settings; i++)
+		if (c->settings[i].secret && c->settings[i].secret->len > 0)
+			return true;
+	return false;
+}
+
+int kms_config_load_file(const char *path, const char *name, struct kms_config *ret,
+			 struct config_error *err)
+{
+	_cleanup_secret_ struct secret *text = NULL;
+	_cleanup_close_ int fd = -1;
+	struct kms_config cfg = {};
+	struct stat st;
+	int r;
+
+	*err = (struct config_error){};
+	/* one open: the mode checked is that of the file parsed */
+	fd = open_regular_file(path, &st);
+	if (fd < 0)
+		return fd;
+	/* the text may hold credentials: read it into locked memory, not a heap buffer */
+	r = read_fd_secret(fd, KMS_CONFIG_FILE_MAX, 0, &text);
+	if (r < 0)
+		return r;
+	r = kms_config_parse(name, (const char *)text->buf, text->len, kms_provider_all(), &cfg,
+			     err);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EBADMSG;
+	if (!FILE_MODE_PRIVATE(st.st_mode) && config_holds_secret(&cfg)) {
+		snprintf(err->message, sizeof(err->message),
+			 "holds a secret but is accessible by group or others (mode %04o); run "
+			 "'chmod 600 %s'",
+			 (unsigned)(st.st_mode & 07777), path);
+		kms_config_done(&cfg);
+		return -EINVAL;
+	}
+	*ret = cfg;
+	return 0;
+}
+
 int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret)
 {
-	_cleanup_free_ char *path = NULL, *text = NULL;
+	_cleanup_free_ char *path = NULL;
 	struct config_error err = {};
-	size_t len;
 	int r;
 
 	if (!kms_config_name_valid(name))
@@ -130,26 +257,29 @@ int cli_kms_load(const struct cli *c, const char *name, struct kms_config *ret)
 	r = cli_kms_path(c, name, &path);
 	if (r < 0)
 		return r;
-	r = read_file_text(path, 64 * 1024, &text, &len);
+	r = kms_config_load_file(path, name, ret, &err);
 	if (r == -ENOENT)
 		return log_error_errno(r,
 				       "No KMS configuration '%s' (%s). Create it with 'kmscrypt kms "
 				       "create %s --provider ...' or list them with 'kmscrypt kms list'.",
 				       name, path, name);
-	if (r < 0)
-		return log_error_errno(r, "Cannot read KMS configuration '%s': %m", path);
-	r = kms_config_parse(name, text, len, kms_provider_all(), ret, &err);
-	explicit_bzero(text, len);
 	if (r == -ENOMEM)
 		return log_error_errno(r, "Out of memory.");
-	if (r < 0) {
+	if (r == -EINVAL) /* readable by others: fixed with chmod, not by editing the file */
+		return log_error_errno(r, "KMS configuration '%s' %s.", path, err.message);
+	if (r == -EBADMSG) {
 		if (err.line)
 			log_error("%s:%u: %s. Fix the file or recreate the configuration.", path,
 				  err.line, err.message);
 		else
 			log_error("%s: %s. Fix the file or recreate the configuration.", path,
 				  err.message);
-		return -EBADMSG;
+		return r;
+	}
+	if (r < 0) {
+		log_error_errno(r, "Cannot read KMS configuration '%s': %m", path);
+		/* this host's permissions, not a KMS denial (exit 3) */
+		return r == -EACCES || r == -EPERM ? -ENOKEY : r;
 	}
 	return 0;
 }
@@ -158,7 +288,7 @@ int cli_kms_resolve_credentials(struct kms_config *cfg)
 {
 	for (const struct kms_option *o = cfg->provider->options; o->key; o++) {
 		_cleanup_secret_ struct secret *s = NULL;
-		_cleanup_free_ char *key = NULL, *path = NULL, *v = NULL;
+		_cleanup_free_ char *key = NULL, *path = NULL;
 		const char *name, *dir;
 		int r;
 
@@ -180,21 +310,19 @@ int cli_kms_resolve_credentials(struct kms_config *cfg)
 		if (asprintf(&path, "%s/%s", dir, name) < 0)
 			return -ENOMEM;
 		r = read_file_secret(path, 16384, 1, &s); /* as kms_cmd.c KMS_SECRET_MAX */
-		if (r < 0)
-			return log_error_errno(r,
-					       "KMS configuration '%s': cannot read %s from the "
-					       "credential '%s' (%s): %m",
-					       cfg->name, o->key, name, path);
-		if (s->len == 0 || memchr(s->buf, 0, s->len) || memchr(s->buf, '\n', s->len))
+		if (r < 0) {
+			log_error_errno(r,
+					"KMS configuration '%s': cannot read %s from the credential "
+					"'%s' (%s): %m",
+					cfg->name, o->key, name, path);
+			return r == -EACCES || r == -EPERM ? -ENOKEY : r;
+		}
+		r = s->len == 0 ? -EINVAL : kms_config_set_secret(cfg, o->key, s);
+		if (r == -EINVAL)
 			return log_error_errno(EBADMSG,
 					       "KMS configuration '%s': the credential '%s' (%s) must "
-					       "hold one non-empty line of text.",
+					       "hold one non-empty line of text (no CR or NUL).",
 					       cfg->name, name, path);
-		v = strndup((const char *)s->buf, s->len);
-		if (!v)
-			return -ENOMEM;
-		r = kms_config_set(cfg, o->key, v);
-		explicit_bzero(v, strlen(v));
 		if (r < 0)
 			return r;
 	}

@@ -18,6 +18,7 @@
 #include "kmscrypt/exit.h"
 #include "state/state.h"
 #include "util/cleanup.h"
+#include "util/escape.h"
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
@@ -164,6 +165,17 @@ static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit
 	return 0;
 }
 
+/* kms_config_set(), the one place settings are stored, refuses what would break the line format
+ * (-EINVAL); say which option carried it. */
+static int set_option(struct kms_config *cfg, const char *key, const char *flag, const char *value)
+{
+	int r = kms_config_set(cfg, key, value);
+
+	if (r == -EINVAL)
+		return log_error_errno(r, "--%s: the value must not contain CR, LF or NUL.", flag);
+	return r;
+}
+
 /* Apply parsed options to @cfg: paths made absolute, secrets read from their files. */
 static int apply_options(struct kms_config *cfg, const struct kms_args *a)
 {
@@ -172,21 +184,21 @@ static int apply_options(struct kms_config *cfg, const struct kms_args *a)
 		int r;
 
 		if (a->cred[i]) {
-			char key[128];
+			char key[128], flag[128];
 
 			if (!kms_config_credential_name_valid(a->val[i]))
 				return log_error_errno(EINVAL,
 						       "--%s-credential: '%s' is not a credential name.",
 						       o->flag, a->val[i]);
 			snprintf(key, sizeof(key), "%sCredential", o->key);
+			snprintf(flag, sizeof(flag), "%s-credential", o->flag);
 			r = kms_config_unset(cfg, o->key);
 			if (r >= 0)
-				r = kms_config_set(cfg, key, a->val[i]);
+				r = set_option(cfg, key, flag, a->val[i]);
 			if (r < 0)
 				return r;
 		} else if (o->flags & KMS_OPT_SECRET) {
 			_cleanup_secret_ struct secret *s = NULL;
-			_cleanup_free_ char *v = NULL;
 			char key[128];
 
 			snprintf(key, sizeof(key), "%sCredential", o->key);
@@ -198,15 +210,13 @@ static int apply_options(struct kms_config *cfg, const struct kms_args *a)
 			if (r < 0)
 				return log_error_errno(r, "Cannot read --%s-file '%s': %m", o->flag,
 						       a->val[i]);
-			if (memchr(s->buf, 0, s->len) || memchr(s->buf, '\n', s->len))
-				return log_error_errno(EINVAL,
-						       "--%s-file '%s' must hold one line of text.",
+			/* straight from locked memory into locked memory: no heap copy */
+			r = kms_config_set_secret(cfg, o->key, s);
+			if (r == -EINVAL)
+				return log_error_errno(r,
+						       "--%s-file '%s': the value must be one line "
+						       "without CR, LF or NUL.",
 						       o->flag, a->val[i]);
-			v = strndup((const char *)s->buf, s->len);
-			if (!v)
-				return -ENOMEM;
-			r = kms_config_set(cfg, o->key, v);
-			explicit_bzero(v, strlen(v));
 			if (r < 0)
 				return r;
 		} else if (o->flags & KMS_OPT_PATH) {
@@ -223,22 +233,17 @@ static int apply_options(struct kms_config *cfg, const struct kms_args *a)
 			}
 			if (!abs)
 				return -ENOMEM;
-			r = kms_config_set(cfg, o->key, abs);
+			r = set_option(cfg, o->key, o->flag, abs);
 			if (r < 0)
 				return r;
 		} else {
-			if (strchr(a->val[i], '\n'))
-				return log_error_errno(EINVAL, "--%s must be one line.", o->flag);
-			r = kms_config_set(cfg, o->key, a->val[i]);
+			r = set_option(cfg, o->key, o->flag, a->val[i]);
 			if (r < 0)
 				return r;
 		}
 	}
-	if (a->description) {
-		if (strchr(a->description, '\n'))
-			return log_error_errno(EINVAL, "--description must be one line.");
-		return kms_config_set(cfg, "Description", a->description);
-	}
+	if (a->description)
+		return set_option(cfg, "Description", "description", a->description);
 	return 0;
 }
 
@@ -409,6 +414,9 @@ static int kms_create(struct cli *c, int argc, char **argv)
 	/* Record the key identity the KMS reported, so later use can be checked against it. */
 	if (p->identity_key && !kms_config_get(&cfg, p->identity_key) && info.key_id[0]) {
 		r = kms_config_set(&cfg, p->identity_key, info.key_id);
+		if (r == -EINVAL)
+			r = log_error_errno(EBADMSG, "The KMS reported a key id with a line break; "
+						     "nothing was saved.");
 		if (r < 0)
 			goto out;
 	}
@@ -431,8 +439,10 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "path", json_object_new_string(path));
 		cli_print_json(o);
 	} else if (!c->quiet) {
+		char ek[sizeof(info.key_id)]; /* the KMS's text: escaped (util/escape.h) */
+
 		printf("Created KMS configuration '%s' (provider %s, key %s), checked in %.0f ms.\n",
-		       a.name, p->name, info.key_id, ms);
+		       a.name, p->name, cescape_buf(info.key_id, ek, sizeof(ek)), ms);
 		if (p->warning)
 			printf("Warning: %s.\n", p->warning);
 	}
@@ -526,7 +536,10 @@ static int kms_list(struct cli *c, int argc, char **argv)
 			json_object_object_add(o, "volumes", json_object_new_int((int)nuse));
 			json_object_array_add(arr, o);
 		} else {
-			printf("%-24s %-8s %-44s %zu\n", names[i], cfg.provider->name, key, nuse);
+			char ek[256];
+
+			printf("%-24s %-8s %-44s %zu\n", names[i], cfg.provider->name,
+			       cescape_buf(key, ek, sizeof(ek)), nuse);
 		}
 		strv_free(uses);
 		kms_config_done(&cfg);
@@ -572,7 +585,7 @@ static int kms_show(struct cli *c, int argc, char **argv)
 		const struct kms_option *copt =
 			kms_config_credential_option(cfg.provider, cfg.settings[i].key);
 		const char *v = cfg.settings[i].value, *k = cfg.settings[i].key;
-		char cv[300];
+		char cv[300], ev[600];
 
 		if (strcmp(cfg.settings[i].key, "Provider") == 0)
 			continue;
@@ -586,13 +599,15 @@ static int kms_show(struct cli *c, int argc, char **argv)
 		if (settings)
 			json_object_object_add(settings, k, json_object_new_string(v));
 		else
-			printf("%-12s %s\n", k, v);
+			printf("%-12s %s\n", k, cescape_buf(v, ev, sizeof(ev)));
 	}
 	for (size_t i = 0; uses && uses[i]; i++) {
+		char eu[600];
+
 		if (vols)
 			json_object_array_add(vols, json_object_new_string(uses[i]));
 		else
-			printf("%-12s %s\n", i == 0 ? "UsedBy" : "", uses[i]);
+			printf("%-12s %s\n", i == 0 ? "UsedBy" : "", cescape_buf(uses[i], eu, sizeof(eu)));
 	}
 	if (o) {
 		json_object_object_add(o, "settings", settings);
@@ -707,11 +722,18 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms delete NAME"),
 		       KMSCRYPT_EXIT_USAGE;
+	if (!kms_config_name_valid(argv[1]))
+		return log_error_errno(EINVAL,
+				       "Invalid KMS configuration name '%s': use letters, digits, '.', "
+				       "'_' and '-' (at most 64).",
+				       argv[1]),
+		       KMSCRYPT_EXIT_USAGE;
 	lock = cli_lock(c);
 	if (lock < 0)
 		return cli_exit_code(lock);
+	/* a file that does not parse, or whose mode is refused, may still be deleted */
 	r = cli_kms_load(c, argv[1], &cfg);
-	if (r < 0 && r != -EBADMSG)
+	if (r < 0 && r != -EBADMSG && r != -EINVAL)
 		goto out;
 	r = usage_list(c->state_dir, argv[1], &uses);
 	if (r < 0) {
@@ -793,10 +815,14 @@ static int kms_check(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "duration_ms", json_ms(ms));
 		cli_print_json(o);
 	} else if (r == 0 && !c->quiet) {
+		/* key id, state and description are the KMS's text: escaped (util/escape.h) */
+		char ek[sizeof(info.key_id)], es[sizeof(info.state)], ed[sizeof(info.description)];
+
 		printf("KMS configuration '%s' works: key %s (%s%s%s) wrapped and unwrapped a test "
 		       "secret in %.0f ms.\n",
-		       cfg.name, info.key_id, info.state, info.description[0] ? ", " : "",
-		       info.description, ms);
+		       cfg.name, cescape_buf(info.key_id, ek, sizeof(ek)),
+		       cescape_buf(info.state, es, sizeof(es)), info.description[0] ? ", " : "",
+		       cescape_buf(info.description, ed, sizeof(ed)), ms);
 	}
 	kms_config_done(&cfg);
 	return cli_exit_code(r);

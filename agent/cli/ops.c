@@ -44,10 +44,7 @@ static int vol_unwrap(const struct cli *c, struct kms_set *ks, struct vol *v, co
 		v->r = r;
 		snprintf(v->msg, sizeof(v->msg), "Cannot %s '%s' (UUID %s): KMS '%s' (%s) %s: %s; %s.",
 			 verb, v->device, v->hdr.uuid, v->tok.kms, h->cfg.provider->name,
-			 r == -EACCES	 ? "denied access"
-			 : r == -EBADMSG ? "gave an invalid answer"
-					 : "could not be reached",
-			 buf, cli_hint_for(r));
+			 cli_kms_failure(r, &err), buf, cli_hint_for_error(r, &err));
 	}
 	return r;
 }
@@ -94,23 +91,16 @@ static void unlock_one(const struct cli *c, struct kms_set *ks, struct vol *v)
 			 v->hdr.uuid, v->map.name);
 		return;
 	}
-	if (v->state_r == -EBADMSG) {
+	if (v->state_r < 0 && v->state_r != -ENOENT) {
 		/* Fail closed: the unreadable state may be the revoked mark. */
-		vol_fail(v, -EBADMSG,
-			 "Left '%s' (UUID %s) locked: its state file '%s/volumes/%s.json' is corrupt, and "
-			 "it may say the volume is revoked. Check it, then fix or remove it.",
-			 v->device, v->hdr.uuid, c->state_dir, v->hdr.uuid);
+		char why[sizeof(v->msg)];
+		vol_fail(v, -EBADMSG, "%s", vol_refusal(c, v, why, sizeof(why)));
 		v->result = "error";
 		return;
 	}
-	if (v->has_state && v->st.revoked) {
+	if (vol_revoked(v)) {
 		v->result = "skipped-revoked";
-		snprintf(v->msg, sizeof(v->msg),
-			 "Left '%s' (UUID %s) locked: it is revoked%s%s%s. Run 'kmscrypt restore %s' "
-			 "once access is back.",
-			 v->device, v->hdr.uuid, v->st.revoke_reason ? " (" : "",
-			 v->st.revoke_reason ? v->st.revoke_reason : "", v->st.revoke_reason ? ")" : "",
-			 v->mapping);
+		(void)vol_refusal(c, v, v->msg, sizeof(v->msg));
 		return;
 	}
 	r = vol_unwrap(c, ks, v, "unlock", &secret);
@@ -171,8 +161,7 @@ static void print_results(const struct cli *c, struct vol **vols, size_t n, bool
 			json_object_object_add(o, "result",
 					       json_object_new_string(v->result ? v->result
 										: "error"));
-			json_object_object_add(o, "exit",
-					       json_object_new_int(cli_exit_code(v->r)));
+			json_object_object_add(o, "exit", json_object_new_int(vol_exit(v)));
 			if (v->r < 0)
 				json_object_object_add(o, "error", json_object_new_string(v->msg));
 			json_object_object_add(o, "duration_ms", json_ms(v->ms));
@@ -199,7 +188,7 @@ static int first_failure(struct vol **vols, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (vols[i]->r < 0)
-			return cli_exit_code(vols[i]->r);
+			return vol_exit(vols[i]);
 	return 0;
 }
 
@@ -272,7 +261,8 @@ static int unlock_pass(const struct cli *c, struct kms_set *ks, struct vol **vol
 	/* Open each KMS configuration once, before any thread starts. */
 	for (size_t i = 0; i < n; i++) {
 		int rr;
-		if (!vols[i]->mapped && !(vols[i]->has_state && vols[i]->st.revoked))
+		if (!vols[i]->mapped && !vol_revoked(vols[i]) &&
+		    (vols[i]->state_r == 0 || vols[i]->state_r == -ENOENT))
 			(void)kms_set_get(c, ks, vols[i]->tok.kms, &rr);
 	}
 	if (n == 1) {
@@ -341,11 +331,9 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 		}
 		if (o.name)
 			snprintf(v.mapping, sizeof(v.mapping), "%s", o.name);
-		if (v.has_state && v.st.revoked) {
-			r = log_error_errno(EALREADY,
-					    "'%s' (UUID %s) is revoked; 'unlock' leaves it locked. Run "
-					    "'kmscrypt restore %s' to reopen it through the KMS.",
-					    o.target, v.hdr.uuid, o.target);
+		if (!v.mapped && vol_revoked(&v)) {
+			char why[sizeof(v.msg)];
+			r = log_error_errno(EALREADY, "%s", vol_refusal(c, &v, why, sizeof(why)));
 			vol_done(&v);
 			goto out;
 		}
@@ -391,16 +379,45 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 				 "(--wait-kms: %.0f s left).",
 				 nr, nr == 1 ? "" : "s", retry[0]->device, round, delay_ms / 1e3,
 				 left / 1e3);
+			/* Do not hold the lock while waiting: a revoke during a slow boot must not
+			 * wait for us.  Whatever changed meanwhile (a revoked mark, a mapping opened
+			 * by someone else) is read again under the lock before the next try. */
+			close(lock);
+			lock = -1;
 			usleep(delay_ms * 1000u);
+			lock = cli_lock(c);
+			if (lock < 0) {
+				free(retry);
+				r = lock;
+				goto out;
+			}
 			for (size_t i = 0; i < nr; i++) {
 				retry[i]->r = 0;
 				retry[i]->result = NULL;
 				retry[i]->msg[0] = 0;
+				r = vol_refresh(c, retry[i]);
+				if (r < 0) {
+					vol_fail(retry[i], r,
+						 "Cannot unlock '%s': its LUKS2 header or token cannot "
+						 "be read any more (%s).",
+						 retry[i]->device, strerror(-r));
+					retry[i]->result = "error";
+				} else if (!o.all && !retry[i]->mapped && vol_revoked(retry[i])) {
+					/* revoked while we waited: refused as on the first try */
+					char why[sizeof(retry[i]->msg)];
+					vol_fail(retry[i], -EALREADY, "%s",
+						 vol_refusal(c, retry[i], why, sizeof(why)));
+					retry[i]->result = "error";
+				}
 			}
 			/* reopen the configurations: a failed open is cached per run */
 			kms_set_done(&ks);
 			ks = (struct kms_set){};
-			r = unlock_pass(c, &ks, retry, nr);
+			size_t k = 0;
+			for (size_t i = 0; i < nr; i++)
+				if (retry[i]->r == 0)
+					retry[k++] = retry[i];
+			r = unlock_pass(c, &ks, retry, k);
 			free(retry);
 			if (r < 0)
 				goto out;
@@ -411,7 +428,7 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 		struct vol *v = vols[i];
 		if (v->result && !strcmp(v->result, "unlocked")) {
 			v->st.last_unlock = time(NULL);
-			vol_save_state(c, v);
+			vol_save_state_or_warn(c, v);
 		}
 		if (v->result && strcmp(v->result, "already-active") != 0)
 			vol_audit(c, v, "unlock", NULL);
@@ -464,7 +481,7 @@ static int collect_targets(const struct cli *c, const struct target_opts *o, boo
 	while (all[total])
 		total++;
 	for (size_t i = 0; i < total; i++) {
-		bool want = all_revoked ? (all[i]->has_state && all[i]->st.revoked) : all[i]->mapped;
+		bool want = all_revoked ? vol_revoked(all[i]) : all[i]->mapped;
 		if (want) {
 			struct vol **nl = realloc(vols, (n + 2) * sizeof(*vols));
 			if (!nl)
@@ -538,13 +555,167 @@ int cmd_lock(struct cli *c, int argc, char **argv)
 			snprintf(v->msg, sizeof(v->msg), "Locked '%s' (UUID %s).", v->map.name,
 				 v->hdr.uuid);
 			v->st.last_lock = time(NULL);
-			vol_save_state(c, v);
+			vol_save_state_or_warn(c, v);
 		}
 		vol_audit(c, v, "lock", NULL);
 	}
 	print_results(c, vols, n, false);
 	r = 0;
 	return finish_run(lock, r, vols, n);
+}
+
+/* How long revoke waits for an unlock through the token plugin that has passed its checks to land
+ * (libcryptsetup activates after the plugin returned: milliseconds, seconds on a loaded host). */
+#define REVOKE_INFLIGHT_WAIT_MS 30000
+
+/* Wait for the token plugin's unlocks of @v that were in flight when the mark was set (state/
+ * inflight.c): until their process is gone or their mapping is live.  0, or -EBUSY with
+ * *ret_pid when one has not landed in time. */
+static int revoke_wait_inflight(const struct cli *c, const struct vol *v, pid_t *ret_pid)
+{
+	struct inflight *fl = NULL;
+	size_t nf = 0;
+	int r;
+
+	r = inflight_list(c->state_dir, v->hdr.uuid, &fl, &nf);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < nf; i++) {
+		double deadline = now_ms() + REVOKE_INFLIGHT_WAIT_MS;
+		for (;;) {
+			struct volume_mapping m;
+			if (!inflight_alive(&fl[i]))
+				break;
+			if (volume_mapping_find(v->hdr.uuid, &m) == 0 && m.key != VOLUME_KEY_NONE)
+				break; /* it landed: the wipe below takes it */
+			if (now_ms() > deadline) {
+				*ret_pid = fl[i].pid;
+				free(fl);
+				return -EBUSY;
+			}
+			usleep(10 * 1000);
+		}
+		(void)inflight_remove(c->state_dir, v->hdr.uuid, fl[i].pid);
+	}
+	free(fl);
+	return 0;
+}
+
+/* Suspend and wipe every mapping of @v (there is normally one; libcryptsetup can be asked for
+ * more).  Fills v->map/v->wipe from the first; -errno of the first failure, -EIO when a table
+ * still shows a key. */
+static int revoke_wipe_all(struct vol *v, int *ret_wiped)
+{
+	struct volume_mapping **maps = NULL;
+	int r, first = 0, wiped = 0;
+
+	r = volume_mapping_list(&maps);
+	if (r == -ENOTSUP && !v->mapped)
+		return 0; /* no device-mapper here: nothing can be open */
+	if (r < 0)
+		return r;
+	for (size_t i = 0; maps[i]; i++) {
+		struct volume_wipe_report rep = {};
+		if (strcmp(maps[i]->uuid, v->hdr.uuid) != 0)
+			continue;
+		r = volume_suspend_wipe(maps[i]->name, &rep);
+		if (r == 0 && !rep.table_key_zero)
+			r = -EIO;
+		if (wiped++ == 0 || (r < 0 && first == 0)) {
+			v->map = *maps[i];
+			v->mapped = true;
+			v->wipe = rep;
+			snprintf(v->mapping, sizeof(v->mapping), "%s", maps[i]->name);
+		}
+		if (r < 0 && first == 0)
+			first = r;
+	}
+	volume_mapping_list_free(maps);
+	*ret_wiped = wiped;
+	return first;
+}
+
+static void revoke_one(const struct cli *c, struct vol *v, const char *reason)
+{
+	char marks[160] = "";
+	double t0 = now_ms();
+	pid_t pid = 0;
+	int r, r_state, r_hdr, wiped = 0;
+
+	/* Mark first, in the state dir and in the LUKS2 header: even if the wipe below fails, no
+	 * reboot, no lost /var/lib/kmscrypt and no other host unlocks the volume. */
+	v->st.revoked = true;
+	v->st.last_revoke = time(NULL);
+	free(v->st.revoke_reason);
+	v->st.revoke_reason = reason ? strdup(reason) : NULL;
+	r_state = vol_save_state(c, v);
+	r_hdr = vol_mark_header(v, v->st.last_revoke, reason);
+	if (r_state < 0)
+		snprintf(marks, sizeof(marks), "in '%s/volumes/%s.json' (%s)", c->state_dir,
+			 v->hdr.uuid, strerror(-r_state));
+	if (r_hdr < 0)
+		snprintf(marks + strlen(marks), sizeof(marks) - strlen(marks), "%sin its LUKS2 header (%s)",
+			 marks[0] ? " nor " : "", strerror(-r_hdr));
+
+	/* Then wipe every mapping, after the unlocks through the token plugin that were in flight
+	 * have landed: when revoke succeeds, no mapping of the volume holds a key. */
+	r = revoke_wait_inflight(c, v, &pid);
+	if (r == -EBUSY) {
+		(void)revoke_wipe_all(v, &wiped);
+		vol_fail(v, -EBUSY,
+			 "Cannot finish revoking '%s' (UUID %s): an unlock through the token plugin "
+			 "(PID %d) has not finished after %d s and may still open it. Run 'kmscrypt "
+			 "revoke %s' again.",
+			 v->device, v->hdr.uuid, (int)pid, REVOKE_INFLIGHT_WAIT_MS / 1000, v->device);
+		goto out;
+	}
+	r = revoke_wipe_all(v, &wiped);
+	if (r == -EIO) {
+		vol_fail(v, -EIO,
+			 "Revoke of '%s' (UUID %s) suspended the device but its dm table still holds a "
+			 "key; lock it ('kmscrypt lock %s') to remove it.",
+			 v->mapping, v->hdr.uuid, v->mapping);
+		goto out;
+	}
+	if (r < 0) {
+		vol_fail(v, r,
+			 "Cannot revoke '%s' (UUID %s): %s. %s; run 'kmscrypt revoke %s' again or "
+			 "lock it.",
+			 v->mapping, v->hdr.uuid, dm_error_hint(r),
+			 marks[0] ? "It is NOT marked revoked and its key may still be in dm-crypt"
+				  : "It is marked revoked, but its key may still be in dm-crypt",
+			 v->mapping);
+		goto out;
+	}
+	if (marks[0]) {
+		/* Persist or fail: the wipe happened, the promise that it stays so did not. */
+		vol_fail(v, r_state < 0 ? r_state : r_hdr,
+			 "Revoked '%s' (UUID %s)%s, but the revoked mark could not be saved %s: a "
+			 "reboot or another host could unlock it. Fix that and run 'kmscrypt revoke %s' "
+			 "again.",
+			 v->device, v->hdr.uuid, wiped ? ": key wiped" : " (it is not open)", marks,
+			 v->device);
+		v->code = r_state < 0 ? KMSCRYPT_EXIT_FAILURE : KMSCRYPT_EXIT_VOLUME;
+		goto out;
+	}
+	v->result = "revoked";
+	v->ms = now_ms() - t0;
+	if (!wiped)
+		snprintf(v->msg, sizeof(v->msg),
+			 "Revoked '%s' (UUID %s): it is not open; it stays locked until 'kmscrypt "
+			 "restore'.",
+			 v->device, v->hdr.uuid);
+	else
+		snprintf(v->msg, sizeof(v->msg),
+			 "Revoked '%s' (UUID %s): suspended, dm-crypt key wiped (%.1f ms), %d keyring "
+			 "key%s invalidated; %.1f ms in all. I/O waits until 'kmscrypt restore %s'.",
+			 v->mapping, v->hdr.uuid, (double)v->wipe.suspend_usec / 1e3,
+			 v->wipe.keys_invalidated, v->wipe.keys_invalidated == 1 ? "" : "s", v->ms,
+			 v->mapping);
+	return;
+out:
+	v->result = "error";
+	v->ms = now_ms() - t0;
 }
 
 int cmd_revoke(struct cli *c, int argc, char **argv)
@@ -560,50 +731,8 @@ int cmd_revoke(struct cli *c, int argc, char **argv)
 	if (r)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		struct vol *v = vols[i];
-		double t0 = now_ms();
-
-		/* Mark first: even if the wipe fails below, a reboot must not unlock the volume. */
-		v->st.revoked = true;
-		v->st.last_revoke = time(NULL);
-		free(v->st.revoke_reason);
-		v->st.revoke_reason = o.reason ? strdup(o.reason) : NULL;
-		vol_save_state(c, v);
-		if (!v->mapped) {
-			v->result = "revoked";
-			v->ms = now_ms() - t0;
-			snprintf(v->msg, sizeof(v->msg),
-				 "Revoked '%s' (UUID %s): it is not open; it stays locked until "
-				 "'kmscrypt restore'.",
-				 v->device, v->hdr.uuid);
-			vol_audit(c, v, "revoke", o.reason);
-			continue;
-		}
-		r = volume_suspend_wipe(v->map.name, &v->wipe);
-		v->ms = now_ms() - t0;
-		if (r < 0) {
-			vol_fail(v, r, "Cannot revoke '%s' (UUID %s): %s. It is marked revoked, but "
-				       "its key may still be in dm-crypt; run 'kmscrypt revoke %s' "
-				       "again or lock it.",
-				 v->map.name, v->hdr.uuid, dm_error_hint(r), v->map.name);
-			v->result = "error";
-		} else if (!v->wipe.table_key_zero) {
-			vol_fail(v, -EIO,
-				 "Revoke of '%s' (UUID %s) suspended the device but its dm table "
-				 "still holds a key; lock it ('kmscrypt lock %s') to remove it.",
-				 v->map.name, v->hdr.uuid, v->map.name);
-			v->result = "error";
-		} else {
-			v->result = "revoked";
-			snprintf(v->msg, sizeof(v->msg),
-				 "Revoked '%s' (UUID %s): suspended, dm-crypt key wiped (%.1f ms), %d "
-				 "keyring key%s invalidated; %.1f ms in all. I/O waits until "
-				 "'kmscrypt restore %s'.",
-				 v->map.name, v->hdr.uuid, (double)v->wipe.suspend_usec / 1e3,
-				 v->wipe.keys_invalidated, v->wipe.keys_invalidated == 1 ? "" : "s",
-				 v->ms, v->map.name);
-		}
-		vol_audit(c, v, "revoke", o.reason);
+		revoke_one(c, vols[i], o.reason);
+		vol_audit(c, vols[i], "revoke", o.reason);
 	}
 	print_results(c, vols, n, true);
 	r = 0;
@@ -627,7 +756,7 @@ int cmd_restore(struct cli *c, int argc, char **argv)
 		_cleanup_secret_ struct secret *secret = NULL;
 		double t0 = now_ms();
 
-		if (!(v->has_state && v->st.revoked) && v->mapped && !v->map.suspended) {
+		if (!vol_revoked(v) && v->mapped && !v->map.suspended) {
 			v->result = "not-revoked";
 			snprintf(v->msg, sizeof(v->msg), "'%s' (UUID %s) is not revoked; nothing to do.",
 				 v->mapping, v->hdr.uuid);
@@ -663,17 +792,46 @@ int cmd_restore(struct cli *c, int argc, char **argv)
 			vol_audit(c, v, "restore", NULL);
 			continue;
 		}
-		v->result = "restored";
-		snprintf(v->msg, sizeof(v->msg),
-			 "Restored '%s' (UUID %s) through KMS '%s': %s in %.0f ms.", v->mapping,
-			 v->hdr.uuid, v->tok.kms, v->mapped ? "resumed" : "reopened", v->ms);
+		/* The KMS has answered and the device is back: now clear both marks, header first
+		 * (a crash in between leaves the state mark, which still refuses on this host). */
+		r = vol_mark_header(v, 0, NULL);
 		v->st.revoked = false;
 		free(v->st.revoke_reason);
 		v->st.revoke_reason = NULL;
 		v->st.last_restore = time(NULL);
 		if (!v->mapped)
 			v->st.last_unlock = v->st.last_restore;
-		vol_save_state(c, v);
+		if (r < 0) {
+			v->st.revoked = true; /* keep the two marks in agreement */
+			(void)vol_save_state(c, v);
+			vol_fail(v, r,
+				 "Restored '%s' (UUID %s): it is %s, but the revoked mark could not be "
+				 "removed from its LUKS2 header (%s), so 'unlock' will refuse it after a "
+				 "reboot. Fix that and run 'kmscrypt restore %s' again.",
+				 v->mapping, v->hdr.uuid, v->mapped ? "resumed" : "open", strerror(-r),
+				 v->mapping);
+			v->code = KMSCRYPT_EXIT_VOLUME;
+			v->result = "error";
+			vol_audit(c, v, "restore", NULL);
+			continue;
+		}
+		r = vol_save_state(c, v);
+		if (r < 0) {
+			vol_fail(v, r,
+				 "Restored '%s' (UUID %s): it is %s, but its state '%s/volumes/%s.json' "
+				 "could not be saved (%s) and may still say revoked. Fix that and run "
+				 "'kmscrypt restore %s' again.",
+				 v->mapping, v->hdr.uuid, v->mapped ? "resumed" : "open", c->state_dir,
+				 v->hdr.uuid, strerror(-r), v->mapping);
+			v->code = KMSCRYPT_EXIT_FAILURE;
+			v->result = "error";
+			vol_audit(c, v, "restore", NULL);
+			continue;
+		}
+		v->result = "restored";
+		snprintf(v->msg, sizeof(v->msg),
+			 "Restored '%s' (UUID %s) through KMS '%s': %s in %.0f ms.", v->mapping,
+			 v->hdr.uuid, v->tok.kms, v->mapped ? "resumed" : "reopened", v->ms);
 		vol_audit(c, v, "restore", NULL);
 	}
 	print_results(c, vols, n, false);

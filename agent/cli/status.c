@@ -11,6 +11,7 @@
 #include "cli/vol.h"
 #include "codec/token.h"
 #include "kmscrypt/exit.h"
+#include "util/escape.h"
 #include "util/log.h"
 
 static const char *key_name(const struct vol *v)
@@ -92,23 +93,32 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		const char *state = vol_state_name(v);
 
 		if (!arr) {
-			char kms[160];
+			/* header fields, device names and the revoke reason are untrusted text:
+			 * escaped (util/escape.h) before they reach the terminal */
+			char kms[160], dev[256], uuid[160], map[256], e1[512], e2[512];
 			snprintf(kms, sizeof(kms), "%s (%s)", v->tok.kms, v->tok.provider);
-			printf("%-16s %-36s %-20s %-17s %-7s %s\n", v->device, v->hdr.uuid,
-			       v->mapped ? v->map.name : (v->mapping[0] ? v->mapping : "-"), state,
-			       key_name(v), kms);
+			printf("%-16s %-36s %-20s %-17s %-7s %s\n", cescape_buf(v->device, dev, sizeof(dev)),
+			       cescape_buf(v->hdr.uuid, uuid, sizeof(uuid)),
+			       cescape_buf(v->mapped ? v->map.name : (v->mapping[0] ? v->mapping : "-"),
+					   map, sizeof(map)),
+			       state, key_name(v), cescape_buf(kms, e1, sizeof(e1)));
 			if (argc == 2) {
 				char b[32];
-				printf("  key id:        %s%s%s\n", v->tok.key_id,
-				       v->tok.key_version[0] ? " version " : "", v->tok.key_version);
+				printf("  key id:        %s%s%s\n",
+				       cescape_buf(v->tok.key_id, e1, sizeof(e1)),
+				       v->tok.key_version[0] ? " version " : "",
+				       cescape_buf(v->tok.key_version, e2, sizeof(e2)));
 				printf("  keyslot:       %d\n", v->tok.keyslot);
 				if (v->mapped && v->map.key == VOLUME_KEY_KEYRING)
-					printf("  dm-crypt key:  %s\n", v->map.key_desc);
+					printf("  dm-crypt key:  %s\n",
+					       cescape_buf(v->map.key_desc, e1, sizeof(e1)));
 				printf("  last unlock:   %s\n", fmt_time(v->st.last_unlock, b, sizeof(b)));
 				printf("  last revoke:   %s%s%s%s\n",
 				       fmt_time(v->st.last_revoke, b, sizeof(b)),
 				       v->st.revoke_reason ? " (" : "",
-				       v->st.revoke_reason ? v->st.revoke_reason : "",
+				       v->st.revoke_reason
+					       ? cescape_buf(v->st.revoke_reason, e1, sizeof(e1))
+					       : "",
 				       v->st.revoke_reason ? ")" : "");
 				printf("  last restore:  %s\n", fmt_time(v->st.last_restore, b, sizeof(b)));
 			}

@@ -222,9 +222,73 @@ int vol_list_all(const struct cli *c, struct vol ***ret)
 	return 0;
 }
 
+int vol_refresh(const struct cli *c, struct vol *v)
+{
+	char mapping[sizeof(v->mapping)];
+	int r;
+
+	snprintf(mapping, sizeof(mapping), "%s", v->mapping);
+	volume_header_done(&v->hdr);
+	token_done(&v->tok);
+	volume_state_done(&v->st);
+	v->has_tok = v->has_state = v->mapped = false;
+	v->map = (struct volume_mapping){};
+	r = cli_read_volume(v->device, &v->hdr, &v->tok, true);
+	if (r < 0)
+		return r;
+	v->has_tok = true;
+	vol_fill_runtime(c, v);
+	snprintf(v->mapping, sizeof(v->mapping), "%s", v->mapped ? v->map.name : mapping);
+	return 0;
+}
+
+bool vol_revoked(const struct vol *v)
+{
+	return (v->has_state && v->st.revoked) || (v->has_tok && v->tok.revoked);
+}
+
+const char *vol_refusal(const struct cli *c, const struct vol *v, char *buf, size_t n)
+{
+	if (v->state_r < 0 && v->state_r != -ENOENT) {
+		/* Fail closed: only a missing state file means "no mark". */
+		snprintf(buf, n,
+			 "Left '%s' (UUID %s) locked: its state file '%s/volumes/%s.json' %s%s%s, and "
+			 "it may say the volume is revoked. Check it, then fix or remove it.",
+			 v->device, v->hdr.uuid, c->state_dir, v->hdr.uuid,
+			 v->state_r == -EBADMSG ? "is corrupt" : "cannot be read (",
+			 v->state_r == -EBADMSG ? "" : strerror(-v->state_r),
+			 v->state_r == -EBADMSG ? "" : ")");
+		return buf;
+	}
+	if (v->has_tok && v->tok.revoked) {
+		snprintf(buf, n,
+			 "Left '%s' (UUID %s) locked: its LUKS2 header is marked revoked%s%s%s%s%s. Run "
+			 "'kmscrypt restore %s' once access is back.",
+			 v->device, v->hdr.uuid, *v->tok.revoked_at ? " since " : "",
+			 v->tok.revoked_at, *v->tok.revoked_reason ? " ('" : "",
+			 v->tok.revoked_reason, *v->tok.revoked_reason ? "')" : "", v->device);
+		return buf;
+	}
+	if (v->has_state && v->st.revoked) {
+		snprintf(buf, n,
+			 "Left '%s' (UUID %s) locked: it is revoked%s%s%s. Run 'kmscrypt restore %s' "
+			 "once access is back.",
+			 v->device, v->hdr.uuid, v->st.revoke_reason ? " ('" : "",
+			 v->st.revoke_reason ? v->st.revoke_reason : "", v->st.revoke_reason ? "')" : "",
+			 v->device);
+		return buf;
+	}
+	return NULL;
+}
+
+int vol_exit(const struct vol *v)
+{
+	return v->code ? v->code : cli_exit_code(v->r);
+}
+
 const char *vol_state_name(const struct vol *v)
 {
-	bool revoked = v->has_state && v->st.revoked;
+	bool revoked = vol_revoked(v);
 
 	if (v->mapped) {
 		if (revoked)
@@ -234,10 +298,8 @@ const char *vol_state_name(const struct vol *v)
 	return revoked ? "revoked-closed" : "inactive";
 }
 
-void vol_save_state(const struct cli *c, struct vol *v)
+int vol_save_state(const struct cli *c, struct vol *v)
 {
-	int r;
-
 	if (!v->has_state) {
 		snprintf(v->st.uuid, sizeof(v->st.uuid), "%s", v->hdr.uuid);
 		v->has_state = true;
@@ -254,10 +316,51 @@ void vol_save_state(const struct cli *c, struct vol *v)
 		free(v->st.kms);
 		v->st.kms = strdup(v->tok.kms);
 	}
-	r = state_save(c->state_dir, &v->st);
+	if (!v->st.device || (v->mapping[0] && !v->st.mapping) || (v->has_tok && !v->st.kms))
+		return -ENOMEM;
+	return state_save(c->state_dir, &v->st);
+}
+
+void vol_save_state_or_warn(const struct cli *c, struct vol *v)
+{
+	int r = vol_save_state(c, v);
+
 	if (r < 0)
 		log_warning_errno(r, "Cannot save state of volume %s in '%s', ignoring: %m",
 				  v->hdr.uuid, c->state_dir);
+}
+
+int vol_mark_header(struct vol *v, time_t at, const char *reason)
+{
+	_cleanup_free_ char *json = NULL;
+	struct volume_header hdr = {};
+	struct kmscrypt_token tok = {};
+	int r;
+
+	if (!v->has_tok || !v->hdr.token_json)
+		return -ENODEV;
+	if (at == 0 && !v->tok.revoked)
+		return 0;
+	r = token_json_set_revoked(v->hdr.token_json, at, reason, &json);
+	if (r < 0)
+		return r;
+	r = volume_token_update(v->device, v->hdr.token_json, json);
+	if (r < 0)
+		return r;
+	/* Read back what the header now says: the mark is only set when it reads back. */
+	r = cli_read_volume(v->device, &hdr, &tok, false);
+	if (r < 0)
+		return r;
+	if (tok.revoked != (at > 0)) {
+		token_done(&tok);
+		volume_header_done(&hdr);
+		return -EIO;
+	}
+	volume_header_done(&v->hdr);
+	token_done(&v->tok);
+	v->hdr = hdr;
+	v->tok = tok;
+	return 0;
 }
 
 void vol_audit(const struct cli *c, const struct vol *v, const char *action, const char *reason)

@@ -22,6 +22,7 @@ struct vol {
 
 	/* outcome of the command for this volume */
 	int r;
+	int code; /* exit code when it is not cli_exit_code(r) (0: derive it from r) */
 	const char *result; /* "unlocked", "revoked", ... */
 	char msg[768];
 	double ms;
@@ -38,8 +39,23 @@ int vol_from_device(const struct cli *c, const char *device, struct vol *v, bool
 int vol_resolve(const struct cli *c, const char *target, struct vol *v);
 /* Every kmscrypt volume this host knows: scanned block devices, live mappings, saved state. */
 int vol_list_all(const struct cli *c, struct vol ***ret);
+/* Re-read header, token, state and mapping (after the lock was released); keeps device and the
+ * mapping name to use. */
+int vol_refresh(const struct cli *c, struct vol *v);
+/* Revoked by either mark: the state dir's or the LUKS2 header's (include/kmscrypt/token.h). */
+bool vol_revoked(const struct vol *v);
+/* Why unlock must leave @v locked: its revoked mark or an unreadable state file (fail closed),
+ * as one sentence naming the fix into @buf; NULL when it may be unlocked. */
+const char *vol_refusal(const struct cli *c, const struct vol *v, char *buf, size_t n);
 /* "inactive", "active", "revoked-suspended", "revoked-closed", "suspended" */
 const char *vol_state_name(const struct vol *v);
-/* Save state changes; logs a warning on failure. */
-void vol_save_state(const struct cli *c, struct vol *v);
+/* Save state changes: 0 or -errno, logs nothing (revoke and restore must fail on it). */
+int vol_save_state(const struct cli *c, struct vol *v);
+/* The same, where the state carries no safety property: a failure is a warning. */
+void vol_save_state_or_warn(const struct cli *c, struct vol *v);
+/* Set (@at > 0, with @reason) or clear (@at == 0) the revoked mark in @v's LUKS2 header; @v's
+ * header and token are updated on success.  0 when there was nothing to change; -errno. */
+int vol_mark_header(struct vol *v, time_t at, const char *reason);
+/* Exit code of @v's outcome. */
+int vol_exit(const struct vol *v);
 void vol_audit(const struct cli *c, const struct vol *v, const char *action, const char *reason);

@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "cli/vol.h"
 #include "codec/token.h"
 #include "config/kms_config.h"
 #include "kmscrypt/exit.h"
@@ -100,7 +101,8 @@ static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		return log_error_errno(r, "KMS '%s' (%s) could not wrap the new secret: %s; %s.",
-				       h->cfg.name, h->cfg.provider->name, buf, cli_hint_for(r));
+				       h->cfg.name, h->cfg.provider->name, buf,
+				       cli_hint_for_error(r, &err));
 	}
 	t.keyslot = keyslot;
 	t.kms = h->cfg.name;
@@ -460,54 +462,68 @@ out:
 static int check_one(const struct cli *c, struct kms_set *hs, const char *device,
 		     json_object *arr)
 {
-	struct volume_header hdr = {};
-	struct kmscrypt_token t = {};
+	struct vol v = {};
 	struct kms_handle *h;
 	struct kms_error err = {};
 	_cleanup_secret_ struct secret *secret = NULL;
 	char buf[512];
 	double t0 = now_ms();
+	bool audit = false;
 	int r;
 
-	r = cli_read_volume(device, &hdr, &t, true);
+	r = vol_from_device(c, device, &v, true);
 	if (r < 0)
 		goto out;
-	h = kms_set_get(c, hs, t.kms, &r);
+	/* A revoked volume is not unwrapped, not even to test it: restore is the way back. */
+	if (vol_refusal(c, &v, v.msg, sizeof(v.msg))) {
+		r = v.state_r < 0 && v.state_r != -ENOENT ? -EBADMSG : -EALREADY;
+		log_error("%s", v.msg);
+		goto out;
+	}
+	h = kms_set_get(c, hs, v.tok.kms, &r);
 	if (!h)
 		goto out;
-	r = kms_handle_unwrap(h, hdr.uuid, &t, &secret, &err);
+	audit = true; /* a KMS round trip with the volume's secret */
+	r = kms_handle_unwrap(h, v.hdr.uuid, &v.tok, &secret, &err);
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "Cannot unwrap the secret of '%s' (UUID %s) through KMS '%s': %s; "
 				   "%s.",
-				device, hdr.uuid, t.kms, buf, cli_hint_for(r));
+				device, v.hdr.uuid, v.tok.kms, buf, cli_hint_for_error(r, &err));
+		snprintf(v.msg, sizeof(v.msg), "%s", buf);
 		goto out;
 	}
-	r = volume_test_secret(device, t.keyslot, secret);
+	r = volume_test_secret(device, v.tok.keyslot, secret);
 	if (r < 0) {
-		log_error_errno(r == -EPERM ? EBADMSG : r,
-				"The unwrapped secret does not open keyslot %d of '%s' (UUID %s): the "
-				"token does not match its keyslot. Open the volume with its recovery "
-				"key and re-bind it.",
-				t.keyslot, device, hdr.uuid);
+		snprintf(v.msg, sizeof(v.msg),
+			 "The unwrapped secret does not open keyslot %d of '%s' (UUID %s): the token "
+			 "does not match its keyslot. Open the volume with its recovery key and "
+			 "re-bind it.",
+			 v.tok.keyslot, device, v.hdr.uuid);
+		log_error_errno(r == -EPERM ? EBADMSG : r, "%s", v.msg);
 		r = r == -EPERM ? -EBADMSG : r;
 		goto out;
 	}
 out:
-	if (c->json && hdr.uuid[0]) {
+	v.r = r;
+	v.ms = now_ms() - t0;
+	if (audit)
+		vol_audit(c, &v, "check", NULL);
+	if (c->json && v.hdr.uuid[0]) {
 		json_object *o = json_object_new_object();
 		json_object_object_add(o, "device", json_object_new_string(device));
-		json_object_object_add(o, "uuid", json_object_new_string(hdr.uuid));
-		if (t.kms) {
-			json_object_object_add(o, "kms", json_object_new_string(t.kms));
-			json_object_object_add(o, "provider", json_object_new_string(t.provider));
-			json_object_object_add(o, "key_id", json_object_new_string(t.key_id));
-			json_object_object_add(o, "keyslot", json_object_new_int(t.keyslot));
+		json_object_object_add(o, "uuid", json_object_new_string(v.hdr.uuid));
+		if (v.has_tok) {
+			json_object_object_add(o, "kms", json_object_new_string(v.tok.kms));
+			json_object_object_add(o, "provider", json_object_new_string(v.tok.provider));
+			json_object_object_add(o, "key_id", json_object_new_string(v.tok.key_id));
+			json_object_object_add(o, "keyslot", json_object_new_int(v.tok.keyslot));
+			json_object_object_add(o, "revoked", json_object_new_boolean(vol_revoked(&v)));
 		}
 		json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
 		json_object_object_add(o, "result",
 				       json_object_new_string(cli_exit_name(cli_exit_code(r))));
-		json_object_object_add(o, "duration_ms", json_ms(now_ms() - t0));
+		json_object_object_add(o, "duration_ms", json_ms(v.ms));
 		if (arr)
 			json_object_array_add(arr, o);
 		else
@@ -515,10 +531,9 @@ out:
 	} else if (r == 0 && !c->quiet) {
 		printf("'%s' (UUID %s): KMS '%s' unwrapped its secret and it opens keyslot %d "
 		       "(%.0f ms).\n",
-		       device, hdr.uuid, t.kms, t.keyslot, now_ms() - t0);
+		       device, v.hdr.uuid, v.tok.kms, v.tok.keyslot, v.ms);
 	}
-	token_done(&t);
-	volume_header_done(&hdr);
+	vol_done(&v);
 	return r;
 }
 

@@ -441,20 +441,13 @@ int kms_error_fill(struct kms_error *e, int r, int http_status, const char *code
 	if (!e)
 		return r;
 	e->http_status = http_status;
+	e->token_rejected = false; /* a new reply: the codec sets it again when it applies */
 	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
 	snprintf(e->request_id, sizeof(e->request_id), "%s", request_id ? request_id : "");
 	va_start(ap, fmt);
 	vsnprintf(e->message, sizeof(e->message), fmt, ap);
 	va_end(ap);
 	/* one line, printable: vendor messages may carry newlines or control characters */
-	for (char *p = e->message; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-	for (char *p = e->code; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-	for (char *p = e->request_id; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
+	kms_error_sanitize(e);
 	return r;
 }

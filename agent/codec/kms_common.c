@@ -7,7 +7,32 @@
 
 #include "kmscrypt/token.h"
 #include "kms/provider.h"
+#include "util/cleanup.h"
+#include "util/escape.h"
 #include "util/secret.h"
+
+static void sanitize_field(char *f, size_t n)
+{
+	char buf[sizeof(((struct kms_error *)0)->message)];
+
+	/* whitespace a vendor put in a message is folded; anything else is shown as an escape */
+	for (char *p = f; *p; p++)
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			*p = ' ';
+	if (!cescape_needed(f))
+		return;
+	cescape_buf(f, buf, MIN(n, sizeof(buf))); /* cut to the field's size, ending in "..." */
+	snprintf(f, n, "%s", buf);
+}
+
+void kms_error_sanitize(struct kms_error *e)
+{
+	if (!e)
+		return;
+	sanitize_field(e->code, sizeof(e->code));
+	sanitize_field(e->message, sizeof(e->message));
+	sanitize_field(e->request_id, sizeof(e->request_id));
+}
 
 int kms_error_set(struct kms_error *e, int r, const char *code, const char *fmt, ...)
 {
@@ -19,10 +44,23 @@ int kms_error_set(struct kms_error *e, int r, const char *code, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(e->message, sizeof(e->message), fmt, ap);
 	va_end(ap);
-	/* one line: vendor messages may carry newlines */
-	for (char *p = e->message; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
+	/* one printable line: vendor messages and token fields may carry anything */
+	kms_error_sanitize(e);
+	return r;
+}
+
+int kms_error_reject(struct kms_error *e, int r, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return r;
+	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+	kms_error_sanitize(e);
+	e->token_rejected = true;
 	return r;
 }
 

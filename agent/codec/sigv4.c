@@ -11,6 +11,8 @@
  *   Signature = hex(HMAC(kSigning, StringToSign))
  *
  * The intermediate keys are key material: they live on the stack and are wiped with explicit_bzero().
+ * The canonical request carries the session token (the signed X-Amz-Security-Token header), so
+ * every string built here grows by copying and wiping (never realloc()) and is wiped before free.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -40,12 +42,21 @@ void aws_creds_done(struct aws_creds *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* A growable string; sticky error. */
+/* A growable string; sticky error.  Growing copies into a new buffer and wipes the old one. */
 struct sbuf {
 	char *s;
 	size_t len, cap;
 	int r;
 };
+
+static void sb_free(struct sbuf *b)
+{
+	if (b->s) {
+		explicit_bzero(b->s, b->cap);
+		free(b->s);
+	}
+	*b = (struct sbuf){};
+}
 
 static void sb_put(struct sbuf *b, const void *data, size_t n)
 {
@@ -53,10 +64,15 @@ static void sb_put(struct sbuf *b, const void *data, size_t n)
 		return;
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = MAX(b->cap * 2, b->len + n + 64);
-		char *s = realloc(b->s, cap);
+		char *s = malloc(cap);
 		if (!s) {
 			b->r = -ENOMEM;
 			return;
+		}
+		if (b->s) {
+			memcpy(s, b->s, b->len + 1);
+			explicit_bzero(b->s, b->cap);
+			free(b->s);
 		}
 		b->s = s;
 		b->cap = cap;
@@ -79,8 +95,10 @@ static void sb_chr(struct sbuf *b, char c)
 static int sb_take(struct sbuf *b, char **ret)
 {
 	if (b->r < 0) {
-		free(b->s);
-		return b->r;
+		int r = b->r;
+
+		sb_free(b);
+		return r;
 	}
 	if (!b->s)
 		sb_put(b, "", 0);
@@ -198,8 +216,8 @@ static char *query_component(const char *s, size_t n)
 		if (sb_take(&enc, &out) < 0)
 			out = NULL;
 	} else
-		free(enc.s);
-	free(raw.s);
+		sb_free(&enc);
+	sb_free(&raw);
 	return out;
 }
 
@@ -534,13 +552,12 @@ int sigv4_sign_debug(struct http_request *req, const struct aws_creds *c, const 
 		*ret_sts = TAKE_PTR(sts.s);
 out:
 	explicit_bzero(sig, sizeof(sig));
-	if (authz.s)
-		explicit_bzero(authz.s, authz.len);
-	free(authz.s);
-	free(creq.s);
-	free(ch.s);
-	free(sh.s);
-	free(sts.s);
+	/* the canonical request and headers hold the session token */
+	sb_free(&authz);
+	sb_free(&creq);
+	sb_free(&ch);
+	sb_free(&sh);
+	sb_free(&sts);
 	return r;
 }
 

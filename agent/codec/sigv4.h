@@ -26,6 +26,7 @@ void aws_creds_done(struct aws_creds *c);
  * Authorization.  @req must carry a Host header.  Return: 0, -EINVAL, -ENOMEM. */
 int sigv4_sign(struct http_request *req, const struct aws_creds *c, const char *region, const char *service,
 	       time_t now);
-/* Same; also hands out the canonical request and the string to sign (heap strings, no secrets). */
+/* Same; also hands out the canonical request and the string to sign (heap strings; the canonical
+ * request holds the session token when there is one: explicit_bzero() it before free()). */
 int sigv4_sign_debug(struct http_request *req, const struct aws_creds *c, const char *region,
 		     const char *service, time_t now, char **ret_creq, char **ret_sts);

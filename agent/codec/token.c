@@ -39,6 +39,8 @@ void token_done(struct kmscrypt_token *t)
 	free(t->key_version);
 	free(t->alg);
 	free(t->created);
+	free(t->revoked_at);
+	free(t->revoked_reason);
 	free(t->blob);
 	memset(t, 0, sizeof(*t));
 }
@@ -60,6 +62,12 @@ static int get_string(json_object *o, const char *key, int required, char **ret,
 	s = json_object_get_string(v);
 	if (strlen(s) > TOKEN_MAX_STRING)
 		return token_fail(err, errlen, "field '%s' is too long", key);
+	/* Header fields reach terminals and the journal (unlock --all reads every attached disk):
+	 * a control character is never legitimate in them. */
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return token_fail(err, errlen, "field '%s' contains a control character",
+					  key);
 	if (required && !*s)
 		return token_fail(err, errlen, "field '%s' is empty", key);
 	*ret = strdup(s);
@@ -131,6 +139,16 @@ int token_parse(const char *json, struct kmscrypt_token *ret, char *err, size_t 
 	    (r = get_string(o, "alg", 1, &t.alg, err, errlen)) < 0 ||
 	    (r = get_string(o, "created", 0, &t.created, err, errlen)) < 0)
 		goto fail;
+	if (json_object_object_get_ex(o, "revoked", &v) && !json_object_is_type(v, json_type_null)) {
+		if (!json_object_is_type(v, json_type_object)) {
+			r = token_fail(err, errlen, "field 'revoked' is not an object");
+			goto fail;
+		}
+		t.revoked = true;
+		if ((r = get_string(v, "at", 0, &t.revoked_at, err, errlen)) < 0 ||
+		    (r = get_string(v, "reason", 0, &t.revoked_reason, err, errlen)) < 0)
+			goto fail;
+	}
 	if (!json_object_object_get_ex(o, "blob", &v) || !json_object_is_type(v, json_type_string)) {
 		r = token_fail(err, errlen, "field 'blob' is missing");
 		goto fail;
@@ -154,12 +172,62 @@ fail:
 	return r;
 }
 
-void format_rfc3339(time_t t, char *buf, size_t n)
+int format_rfc3339(time_t t, char *buf, size_t n)
 {
+	static const char invalid[] = "(invalid time)";
 	struct tm tm;
 
-	gmtime_r(&t, &tm);
-	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	/* RFC 3339 has four-digit years; gmtime_r() fails for times a 32-bit year cannot hold, and
+	 * strftime() leaves the buffer undefined when the text does not fit. */
+	if (n == 0)
+		return -EINVAL;
+	if (!gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900 ||
+	    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+		snprintf(buf, n, "%s", invalid);
+		return -ERANGE;
+	}
+	return 0;
+}
+
+int token_json_set_revoked(const char *json, time_t at, const char *reason, char **ret_json)
+{
+	json_object *o, *rv = NULL;
+	char when[32];
+	const char *s;
+
+	if (reason) {
+		if (strlen(reason) > TOKEN_MAX_STRING)
+			return -EINVAL;
+		for (const unsigned char *p = (const unsigned char *)reason; *p; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				return -EINVAL;
+	}
+	o = json_tokener_parse(json);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		return -EBADMSG;
+	}
+	/* Edit the header's own JSON, so fields this version does not know survive. */
+	json_object_object_del(o, "revoked");
+	if (at > 0) {
+		if (format_rfc3339(at, when, sizeof(when)) < 0) {
+			json_object_put(o);
+			return -ERANGE;
+		}
+		rv = json_object_new_object();
+		if (!rv) {
+			json_object_put(o);
+			return -ENOMEM;
+		}
+		json_object_object_add(rv, "at", json_object_new_string(when));
+		if (reason && *reason)
+			json_object_object_add(rv, "reason", json_object_new_string(reason));
+		json_object_object_add(o, "revoked", rv);
+	}
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	*ret_json = s ? strdup(s) : NULL;
+	json_object_put(o);
+	return *ret_json ? 0 : -ENOMEM;
 }
 
 int token_format(const struct kmscrypt_token *t, time_t now, char **ret_json)

@@ -2,12 +2,14 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config/kms_config.h"
 #include "util/cleanup.h"
+#include "util/secret.h"
 
 #define CONFIG_MAX_SETTINGS 64
 #define CONFIG_MAX_VALUE 4096
@@ -96,11 +98,72 @@ static int is_generic(const char *key)
 	return 0;
 }
 
-static int is_secret(const struct kms_config *c, const char *key)
+/* Is @key (@klen bytes) a secret option of @p? */
+static bool secret_option(const struct kms_provider *p, const char *key, size_t klen)
 {
-	const struct kms_option *o = kms_config_option(c->provider, key);
+	if (!p)
+		return false;
+	for (const struct kms_option *o = p->options; o->key; o++)
+		if ((o->flags & KMS_OPT_SECRET) && strlen(o->key) == klen &&
+		    memcmp(o->key, key, klen) == 0)
+			return true;
+	return false;
+}
 
-	return o && (o->flags & KMS_OPT_SECRET);
+/* The parser meets a value before it knows the provider: a key that is secret for any of them
+ * goes straight into locked memory. */
+static bool secret_option_any(const struct kms_provider *const *providers, const char *key,
+			      size_t klen)
+{
+	for (size_t i = 0; providers && providers[i]; i++)
+		if (secret_option(providers[i], key, klen))
+			return true;
+	return false;
+}
+
+/* CR or LF would start a new line of the file; NUL would cut the value short. */
+static bool text_ok(const char *v, size_t n)
+{
+	return !memchr(v, '\r', n) && !memchr(v, '\n', n) && !memchr(v, 0, n);
+}
+
+static bool key_ok(const char *key)
+{
+	size_t n = strlen(key);
+
+	return n > 0 && text_ok(key, n) && !memchr(key, '=', n);
+}
+
+static void setting_value_free(struct kms_setting *s)
+{
+	if (s->secret)
+		s->secret = secret_free(s->secret); /* wipes */
+	else
+		free(s->value);
+	s->value = NULL;
+}
+
+/* Replace the value of @s by a copy of @n bytes at @value (in locked memory when @secret). */
+static int setting_value_set(struct kms_setting *s, const char *value, size_t n, bool secret)
+{
+	struct secret *sec = NULL;
+	char *v;
+	int r;
+
+	if (secret) {
+		r = secret_from_cstr(value, n, &sec);
+		if (r < 0)
+			return r;
+		v = (char *)sec->buf;
+	} else {
+		v = strndup(value, n);
+		if (!v)
+			return -ENOMEM;
+	}
+	setting_value_free(s);
+	s->value = v;
+	s->secret = sec;
+	return 0;
 }
 
 void kms_config_done(struct kms_config *c)
@@ -108,11 +171,7 @@ void kms_config_done(struct kms_config *c)
 	if (!c)
 		return;
 	for (size_t i = 0; i < c->n_settings; i++) {
-		if (c->settings[i].value) {
-			if (is_secret(c, c->settings[i].key))
-				explicit_bzero(c->settings[i].value, strlen(c->settings[i].value));
-			free(c->settings[i].value);
-		}
+		setting_value_free(&c->settings[i]);
 		free(c->settings[i].key);
 	}
 	free(c->settings);
@@ -121,9 +180,10 @@ void kms_config_done(struct kms_config *c)
 }
 
 static int add_setting(struct kms_config *c, const char *key, size_t klen, const char *value,
-		       size_t vlen, unsigned line)
+		       size_t vlen, bool secret, unsigned line)
 {
 	struct kms_setting *n;
+	int r;
 
 	if (c->n_settings >= CONFIG_MAX_SETTINGS)
 		return -E2BIG;
@@ -132,33 +192,40 @@ static int add_setting(struct kms_config *c, const char *key, size_t klen, const
 		return -ENOMEM;
 	c->settings = n;
 	n = &c->settings[c->n_settings];
+	*n = (struct kms_setting){.line = line};
 	n->key = strndup(key, klen);
-	n->value = strndup(value, vlen);
-	n->line = line;
-	if (!n->key || !n->value) {
-		free(n->key);
-		free(n->value);
+	if (!n->key)
 		return -ENOMEM;
+	r = setting_value_set(n, value, vlen, secret);
+	if (r < 0) {
+		free(n->key);
+		return r;
 	}
 	c->n_settings++;
 	return 0;
 }
 
+/* The one place settings are stored: nothing that would break the line format gets in. */
+static int config_set(struct kms_config *c, const char *key, const char *value, size_t n,
+		      bool secret)
+{
+	if (!key_ok(key) || !text_ok(value, n))
+		return -EINVAL;
+	secret = secret || secret_option(c->provider, key, strlen(key));
+	for (size_t i = 0; i < c->n_settings; i++)
+		if (strcmp(c->settings[i].key, key) == 0)
+			return setting_value_set(&c->settings[i], value, n, secret);
+	return add_setting(c, key, strlen(key), value, n, secret, 0);
+}
+
 int kms_config_set(struct kms_config *c, const char *key, const char *value)
 {
-	for (size_t i = 0; i < c->n_settings; i++) {
-		if (strcmp(c->settings[i].key, key) != 0)
-			continue;
-		char *v = strdup(value);
-		if (!v)
-			return -ENOMEM;
-		if (is_secret(c, key))
-			explicit_bzero(c->settings[i].value, strlen(c->settings[i].value));
-		free(c->settings[i].value);
-		c->settings[i].value = v;
-		return 0;
-	}
-	return add_setting(c, key, strlen(key), value, strlen(value), 0);
+	return config_set(c, key, value, strlen(value), false);
+}
+
+int kms_config_set_secret(struct kms_config *c, const char *key, const struct secret *value)
+{
+	return config_set(c, key, (const char *)value->buf, value->len, true);
 }
 
 int kms_config_unset(struct kms_config *c, const char *key)
@@ -166,9 +233,7 @@ int kms_config_unset(struct kms_config *c, const char *key)
 	for (size_t i = 0; i < c->n_settings; i++) {
 		if (strcmp(c->settings[i].key, key) != 0)
 			continue;
-		if (is_secret(c, key))
-			explicit_bzero(c->settings[i].value, strlen(c->settings[i].value));
-		free(c->settings[i].value);
+		setting_value_free(&c->settings[i]);
 		free(c->settings[i].key);
 		memmove(&c->settings[i], &c->settings[i + 1],
 			(c->n_settings - i - 1) * sizeof(c->settings[i]));
@@ -247,6 +312,11 @@ int kms_config_parse(const char *name, const char *text, size_t len,
 			r = cfg_fail(err, line, -EBADMSG, "value too long");
 			goto fail;
 		}
+		/* lines end at LF and a trailing CR is trimmed: any CR left is inside the line */
+		if (memchr(s, '\r', (size_t)(ve - s))) {
+			r = cfg_fail(err, line, -EBADMSG, "carriage return inside the line");
+			goto fail;
+		}
 		for (size_t i = 0; i < c.n_settings; i++)
 			if (strlen(c.settings[i].key) == (size_t)(ke - s) &&
 			    memcmp(c.settings[i].key, s, (size_t)(ke - s)) == 0) {
@@ -254,7 +324,8 @@ int kms_config_parse(const char *name, const char *text, size_t len,
 					     (int)(ke - s), s, c.settings[i].line);
 				goto fail;
 			}
-		r = add_setting(&c, s, (size_t)(ke - s), vs, (size_t)(ve - vs), line);
+		r = add_setting(&c, s, (size_t)(ke - s), vs, (size_t)(ve - vs),
+				secret_option_any(providers, s, (size_t)(ke - s)), line);
 		if (r < 0) {
 			r = cfg_fail(err, line, r, "too many settings");
 			goto fail;
@@ -325,50 +396,64 @@ int kms_config_validate(const struct kms_config *c, struct config_error *err)
 	return 0;
 }
 
-static int append(char **buf, size_t *len, const char *key, const char *value)
-{
-	size_t need = strlen(key) + strlen(value) + 2;
-	char *n = realloc(*buf, *len + need + 1);
+/* The output of kms_config_format(), built in two passes: the first (buf == NULL) only counts. */
+struct out {
+	char *buf;
+	size_t len;
+};
 
-	if (!n)
-		return -ENOMEM;
-	*buf = n;
-	*len += (size_t)sprintf(n + *len, "%s=%s\n", key, value);
-	return 0;
+static void put(struct out *o, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (o->buf)
+		memcpy(o->buf + o->len, s, n);
+	o->len += n;
+}
+
+static void put_setting(struct out *o, const char *key, const char *suffix, const char *value)
+{
+	put(o, key);
+	put(o, suffix);
+	put(o, "=");
+	put(o, value);
+	put(o, "\n");
+}
+
+static void format_into(const struct kms_config *c, struct out *o)
+{
+	put(o, "# kmscrypt KMS configuration '");
+	put(o, c->name ? c->name : "");
+	put(o, "'. Managed by 'kmscrypt kms'; see kmscrypt(8).\n[KMS]\n");
+	put_setting(o, "Provider", "", c->provider->name);
+	for (const struct kms_option *opt = c->provider->options; opt->key; opt++) {
+		const char *v = kms_config_get(c, opt->key), *cred = NULL;
+
+		/* a secret taken from a credential (even once resolved) is never written out */
+		if ((opt->flags & KMS_OPT_SECRET) && (cred = credential_of(c, opt)))
+			put_setting(o, opt->key, CREDENTIAL_SUFFIX, cred);
+		else if (v)
+			put_setting(o, opt->key, "", v);
+	}
+	for (size_t i = 0; i < c->n_settings; i++)
+		if (is_generic(c->settings[i].key) && strcmp(c->settings[i].key, "Provider") != 0)
+			put_setting(o, c->settings[i].key, "", c->settings[i].value);
 }
 
 int kms_config_format(const struct kms_config *c, char **ret)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	int r;
+	struct out o = {};
+	size_t n;
 
-	if (asprintf(&buf,
-		     "# kmscrypt KMS configuration '%s'. Managed by 'kmscrypt kms'; see kmscrypt(8).\n"
-		     "[KMS]\n",
-		     c->name) < 0)
+	/* exact size first: a buffer that grows would leave copies of secret values behind */
+	format_into(c, &o);
+	n = o.len;
+	o = (struct out){.buf = malloc(n + 1)};
+	if (!o.buf)
 		return -ENOMEM;
-	len = strlen(buf);
-	r = append(&buf, &len, "Provider", c->provider->name);
-	for (const struct kms_option *o = c->provider->options; r >= 0 && o->key; o++) {
-		const char *v = kms_config_get(c, o->key), *cred = NULL;
-		char key[128];
-
-		/* a secret taken from a credential (even once resolved) is never written out */
-		if ((o->flags & KMS_OPT_SECRET) && (cred = credential_of(c, o))) {
-			snprintf(key, sizeof(key), "%s" CREDENTIAL_SUFFIX, o->key);
-			r = append(&buf, &len, key, cred);
-		} else if (v)
-			r = append(&buf, &len, o->key, v);
-	}
-	for (size_t i = 0; r >= 0 && i < c->n_settings; i++)
-		if (is_generic(c->settings[i].key) && strcmp(c->settings[i].key, "Provider") != 0)
-			r = append(&buf, &len, c->settings[i].key, c->settings[i].value);
-	if (r < 0) {
-		free(buf);
-		return r;
-	}
-	*ret = buf;
+	format_into(c, &o);
+	o.buf[o.len] = 0;
+	*ret = o.buf;
 	return 0;
 }
 
@@ -377,5 +462,13 @@ const char *kms_config_get(const struct kms_config *c, const char *key)
 	for (size_t i = 0; i < c->n_settings; i++)
 		if (strcmp(c->settings[i].key, key) == 0)
 			return c->settings[i].value;
+	return NULL;
+}
+
+const struct secret *kms_config_get_secret(const struct kms_config *c, const char *key)
+{
+	for (size_t i = 0; i < c->n_settings; i++)
+		if (strcmp(c->settings[i].key, key) == 0)
+			return c->settings[i].secret;
 	return NULL;
 }

@@ -13,8 +13,14 @@
  * One "[KMS]" section; keys are those of the provider's option table plus Provider, Created and
  * Description.  A secret option X may instead be given as "XCredential=NAME": the secret is then
  * read at use from the systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME, cli/common.c), so
- * it can be delivered with LoadCredentialEncrypted= instead of sitting in the file.  Unknown or repeated keys, a missing Provider or a missing required key are errors that
- * name the line.
+ * it can be delivered with LoadCredentialEncrypted= instead of sitting in the file.  Unknown or
+ * repeated keys, a missing Provider or a missing required key are errors that name the line.
+ *
+ * The file is line-based, so no key or value may hold CR, LF or NUL: kms_config_set() refuses
+ * them (a value with a newline would add a line of its own, e.g. "Endpoint=" redirecting signed
+ * requests) and the parser never yields them.  Values of secret options (KMS_OPT_SECRET of any
+ * provider in the list the parser was given) live in locked memory (struct secret), never in plain
+ * heap strings.
  */
 #pragma once
 #include <stddef.h>
@@ -33,10 +39,17 @@ int kms_config_name_valid(const char *name);
 int kms_config_parse(const char *name, const char *text, size_t len,
 		     const struct kms_provider *const *providers, struct kms_config *ret,
 		     struct config_error *err);
-/* Serialise (settings in the order the provider's option table lists them, then the rest). */
+/* Serialise (settings in the order the provider's option table lists them, then the rest) into
+ * one heap buffer of the exact size (never grown, so no copy is left behind).  It holds the values
+ * of secret options: explicit_bzero() it before free(). */
 int kms_config_format(const struct kms_config *c, char **ret);
-/* Set (replace or add) a setting; @value copied. */
+/* Set (replace or add) a setting; @value copied (into locked memory for a secret option).
+ * Return: 0; -EINVAL when @key or @value holds CR or LF, or @key is empty or holds '=' (nothing
+ * is changed then); -E2BIG too many settings; -ENOMEM. */
 int kms_config_set(struct kms_config *c, const char *key, const char *value);
+/* Same for a value that arrives in locked memory (a secret read from a file or a credential):
+ * stored in locked memory without a heap copy.  -EINVAL also when @value holds a NUL. */
+int kms_config_set_secret(struct kms_config *c, const char *key, const struct secret *value);
 /* Check required settings are present. -EINVAL with message when not. */
 int kms_config_validate(const struct kms_config *c, struct config_error *err);
 /* The option table entry for @key (provider options only), NULL when none. */

@@ -8,14 +8,21 @@
  *               wrong key, ciphertext that does not authenticate).  Never retried.
  *   -EAGAIN     unavailable: transient (network, timeout, throttled, 5xx, sealed).  Retried by the caller.
  *   -ETIMEDOUT  unavailable: the overall deadline passed.
- *   -EBADMSG    invalid: malformed input or reply (bad JSON, bad base64, wrong length).
+ *   -EBADMSG    invalid: malformed input or reply (bad JSON, bad base64, wrong length), or a token
+ *               whose algorithm the configuration does not allow.
  *   -EINVAL     bad configuration value (the message says which setting).
+ *   -ENOKEY     a local file the provider needs (key file) cannot be read for lack of permission:
+ *               not an answer of the KMS.  The message names the file.
  *   -ENOMEM     out of memory.
  *
  * and described in *ret_err (vendor code, one-line message, HTTP status and request id) for the log line.
+ * When the refusal is about the wrapped secret itself (it does not authenticate for this volume, or
+ * names another key: the token was modified or copied from another volume), the provider also sets
+ * ret_err->token_rejected, so the operator is sent to the recovery key, not to the KMS.
  * Provider code never logs secrets and never logs at all: the caller logs once at the edge.
  */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -28,11 +35,21 @@ struct kms_error {
 	char code[96];        /* vendor error code, e.g. "AccessDeniedException"; "" when none */
 	char message[384];    /* one line, no secrets, no bodies */
 	char request_id[96];  /* vendor request id when the reply had one */
+	bool token_rejected;  /* the wrapped secret was refused: token modified or copied (see above) */
 };
 
-/* Fill @e (NULL-safe) with a code and a printf-style message; returns @r for `return kms_error_set(..)`. */
+/* Fill @e (NULL-safe) with a code and a printf-style message; returns @r for `return kms_error_set(..)`.
+ * Leaves http_status, request_id and token_rejected as they are. */
 int kms_error_set(struct kms_error *e, int r, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* kms_error_set() for a refusal of the wrapped secret itself: also sets token_rejected. */
+int kms_error_reject(struct kms_error *e, int r, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Make code, message and request id one printable line each (they may hold a server's text): tabs
+ * and line breaks become spaces, other control characters and malformed UTF-8 are escaped
+ * (util/escape.h).  kms_error_set() and kms_error_fill() call it; so must code that writes the
+ * fields itself. */
+void kms_error_sanitize(struct kms_error *e);
 
 /* What a wrapped secret is bound to.  The AAD bytes are KMSCRYPT_AAD_PREFIX "<uuid>:<keyslot>". */
 struct kms_aad {
@@ -52,10 +69,11 @@ struct kms_wrapped {
 };
 void kms_wrapped_done(struct kms_wrapped *w);
 
-/* One line "Key=Value" of a configuration file. */
+/* One line "Key=Value" of a configuration file.  Neither key nor value holds CR, LF or NUL. */
 struct kms_setting {
 	char *key;
-	char *value;
+	char *value;           /* for a secret option: points into @secret, never free()d itself */
+	struct secret *secret; /* the value of a secret option in locked memory (NUL-terminated) */
 	unsigned line;
 };
 
@@ -67,6 +85,9 @@ struct kms_config {
 	size_t n_settings;
 };
 const char *kms_config_get(const struct kms_config *c, const char *key); /* NULL when unset */
+/* The value of a secret option (KMS_OPT_SECRET) in locked memory, NUL-terminated (len excludes
+ * the NUL); NULL when unset. */
+const struct secret *kms_config_get_secret(const struct kms_config *c, const char *key);
 
 enum {
 	KMS_OPT_REQUIRED = 1 << 0,     /* must be set */

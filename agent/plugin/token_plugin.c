@@ -6,16 +6,22 @@
  * systemd-cryptsetup (crypttab) open kmscrypt volumes through the KMS natively.
  *
  * The plugin is a thin edge over the agent's own code: token_parse() (codec), the KMS configuration
- * parser and the provider registry (kms/), kms_handle_unwrap() (cli/common.c) and the state dir
- * (state/).  There is no second implementation of any provider.
+ * parser and the provider registry (kms/), kms_handle_unwrap() (cli/common.c), the state dir
+ * (state/) and a fresh read of the header (volume/).  There is no second implementation of any provider.
  *
  * ABI (libcryptsetup.h, "external token handler"): libcryptsetup dlopen()s
  * libcryptsetup-token-<type>.so and binds only symbols of version CRYPTSETUP_TOKEN_1.0
  * (token_plugin.sym assigns it and hides everything else).
  *
  * Configuration: the token names a KMS configuration; it is read from $KMSCRYPT_CONFIG_DIR/kms/
- * (default /etc/kmscrypt/kms/), and the revoked mark from $KMSCRYPT_STATE_DIR (default
- * /var/lib/kmscrypt).  libcryptsetup 2.6 passes a plugin no options of its own (usrptr is the
+ * (default /etc/kmscrypt/kms/).  The revoked mark is read from the token itself and from
+ * $KMSCRYPT_STATE_DIR (default /var/lib/kmscrypt); either one refuses.
+ *
+ * Against `kmscrypt revoke`: the plugin holds the state dir's lock shared from its first check to
+ * the hand-over of the secret, reads both marks again (the header from disk) after the unwrap, and
+ * leaves an in-flight record (state/inflight.c) for revoke, which holds the lock exclusively, to wait
+ * for: libcryptsetup activates only after we returned.  Without a state dir (an initrd) there is
+ * nothing to lock; the header's mark is still read twice.  libcryptsetup 2.6 passes a plugin no options of its own (usrptr is the
  * caller's, and systemd-cryptsetup passes none), so the environment is the only override.
  *
  * Rules for code running inside someone else's process: no exit(), nothing on stdout, every message
@@ -39,10 +45,13 @@
 #include "kmscrypt/version.h"
 #include "state/state.h"
 #include "util/cleanup.h"
+#include "util/escape.h"
 #include "util/fileio.h"
 #include "util/secret.h"
+#include "volume/volume.h"
 
 #define PLUGIN_TIMEOUT_MS 30000 /* one KMS operation incl. retries, as `kmscrypt unlock` */
+#define PLUGIN_LOCK_TIMEOUT_SEC 120 /* as the CLI's --lock-timeout default */
 
 /* The exported ABI (the target builds with -fvisibility=hidden; token_plugin.sym versions these).
  * Prototypes here keep -Wmissing-prototypes meaningful. */
@@ -58,15 +67,18 @@ static void plog(struct crypt_device *cd, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void plog(struct crypt_device *cd, int level, const char *fmt, ...)
 {
-	char buf[1024];
+	char buf[1024], line[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	/* crypt_log() prints the message as is: cryptsetup does not add a newline. */
-	strncat(buf, "\n", sizeof(buf) - strlen(buf) - 1);
-	crypt_log(cd, level, buf);
+	/* One call, one line: header fields, file names and KMS messages are escaped (util/escape.h),
+	 * so they cannot add lines to systemd-cryptsetup's journal or drive a terminal.  crypt_log()
+	 * prints the message as is: cryptsetup does not add a newline. */
+	cescape_buf(buf, line, sizeof(line) - 1);
+	strcat(line, "\n");
+	crypt_log(cd, level, line);
 }
 
 static const char *env_dir(const char *name, const char *def)
@@ -82,9 +94,8 @@ static const char *env_dir(const char *name, const char *def)
 static int plugin_kms_open(struct crypt_device *cd, const char *config_dir, const char *name,
 			   const struct kms_runtime *rt, struct kms_handle *h)
 {
-	_cleanup_free_ char *path = NULL, *text = NULL;
+	_cleanup_free_ char *path = NULL;
 	struct config_error err = {};
-	size_t len = 0;
 	int r;
 
 	memset(h, 0, sizeof(*h));
@@ -97,7 +108,9 @@ static int plugin_kms_open(struct crypt_device *cd, const char *config_dir, cons
 		path = NULL;
 		return -ENOMEM;
 	}
-	r = read_file_text(path, 64 * 1024, &text, &len);
+	/* The CLI's own loader: locked memory, and a file holding a secret that group or others
+	 * may read is refused. */
+	r = kms_config_load_file(path, name, &h->cfg, &err);
 	if (r == -ENOENT) {
 		plog(cd, CRYPT_LOG_ERROR,
 		     "kmscrypt: no KMS configuration '%s' (%s); set KMSCRYPT_CONFIG_DIR or "
@@ -105,18 +118,20 @@ static int plugin_kms_open(struct crypt_device *cd, const char *config_dir, cons
 		     name, path, name);
 		return -ENOENT;
 	}
+	if (r == -ENOMEM)
+		return r;
+	if (r == -EBADMSG || r == -EINVAL) {
+		if (err.line)
+			plog(cd, CRYPT_LOG_ERROR, "kmscrypt: %s:%u: %s.", path, err.line,
+			     err.message);
+		else
+			plog(cd, CRYPT_LOG_ERROR, "kmscrypt: %s: %s.", path, err.message);
+		return -EINVAL;
+	}
 	if (r < 0) {
 		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: cannot read KMS configuration '%s': %s.", path,
 		     strerror(-r));
-		return r == -ENOMEM ? r : -ENOENT;
-	}
-	r = kms_config_parse(name, text, len, kms_provider_all(), &h->cfg, &err);
-	explicit_bzero(text, len); /* may hold credentials */
-	if (r == -ENOMEM)
-		return r;
-	if (r < 0) {
-		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: %s:%u: %s.", path, err.line, err.message);
-		return -EINVAL;
+		return -ENOENT;
 	}
 	h->open_r = h->cfg.provider->open(&h->cfg, rt, &h->ctx, &h->open_err);
 	return 0;
@@ -146,13 +161,24 @@ static int token_errno(int r)
 	}
 }
 
-/* The revoked mark of `kmscrypt revoke` holds for the plugin too.  A state file that cannot be read
- * counts as revoked: the plugin fails closed (`kmscrypt unlock` and `kmscrypt restore` remain). */
-static int check_not_revoked(struct crypt_device *cd, const char *state_dir, const char *uuid)
+/* The revoked marks of `kmscrypt revoke` hold for the plugin too: the one in the token (@t, read
+ * from the header) and the one in the state dir.  A state file that cannot be read counts as
+ * revoked: the plugin fails closed (`kmscrypt unlock` and `kmscrypt restore` remain). */
+static int check_not_revoked(struct crypt_device *cd, const char *state_dir, const char *uuid,
+			     const struct kmscrypt_token *t)
 {
 	struct volume_state st = {};
 	int r;
 
+	if (t->revoked) {
+		plog(cd, CRYPT_LOG_ERROR,
+		     "kmscrypt: volume %s is revoked (its LUKS2 header is marked%s%s%s%s%s); not "
+		     "opening it. Run 'kmscrypt restore' once access is back.",
+		     uuid, *t->revoked_at ? " since " : "", t->revoked_at,
+		     *t->revoked_reason ? ", '" : "", t->revoked_reason,
+		     *t->revoked_reason ? "'" : "");
+		return -EPERM;
+	}
 	r = state_load(state_dir, uuid, &st);
 	if (r == -ENOENT)
 		return 0;
@@ -172,6 +198,27 @@ static int check_not_revoked(struct crypt_device *cd, const char *state_dir, con
 		r = -EPERM;
 	}
 	volume_state_done(&st);
+	return r;
+}
+
+/* The header as it is on disk now (libcryptsetup read @cd's before calling us, and a revoke may
+ * have marked it since): its kmscrypt token, parsed. */
+static int reread_token(struct crypt_device *cd, struct kmscrypt_token *ret)
+{
+	_cleanup_free_ char *json = NULL;
+	const char *dev = crypt_get_metadata_device_name(cd) ?: crypt_get_device_name(cd);
+	char why[256] = "";
+	int r;
+
+	if (!dev)
+		return -ENODEV;
+	r = volume_reread_token(dev, &json);
+	if (r < 0)
+		return r;
+	r = token_parse(json, ret, why, sizeof(why));
+	if (r < 0)
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: the token of '%s' changed and is invalid: %s.",
+		     dev, why);
 	return r;
 }
 
@@ -215,10 +262,11 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 	const char *state_dir = env_dir("KMSCRYPT_STATE_DIR", "/var/lib/kmscrypt");
 	const struct kms_runtime rt = {.config_dir = config_dir, .timeout_ms = PLUGIN_TIMEOUT_MS};
 	_cleanup_secret_ struct secret *secret = NULL;
-	struct kmscrypt_token t = {};
+	struct kmscrypt_token t = {}, now = {};
 	struct kms_handle h = {};
 	struct kms_error err = {};
 	const char *json = NULL, *uuid;
+	int lock = -1;
 	char why[256] = "", desc[512];
 	char *copy;
 	int r;
@@ -235,7 +283,20 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 		     uuid, why);
 		return r == -ENOMEM ? r : -EINVAL;
 	}
-	r = check_not_revoked(cd, state_dir, uuid);
+	/* The state lock, shared, from the first check to the hand-over: `kmscrypt revoke` (exclusive)
+	 * either marks before our check, or after we recorded this unlock as in flight, and then
+	 * waits for it to land and wipes it.  No state dir (an initrd, a host that never ran
+	 * kmscrypt): nothing to serialise with; the header's mark is still read twice. */
+	lock = state_lock_shared(state_dir, PLUGIN_LOCK_TIMEOUT_SEC);
+	if (lock < 0 && lock != -ENOENT) {
+		plog(cd, CRYPT_LOG_ERROR,
+		     "kmscrypt: cannot take the lock '%s/lock' (%s); not opening volume %s. %s",
+		     state_dir, strerror(-lock),
+		     uuid, lock == -EBUSY ? "Another kmscrypt command holds it; retry." : "");
+		r = lock == -EBUSY ? -EAGAIN : -EPERM;
+		goto out;
+	}
+	r = check_not_revoked(cd, state_dir, uuid, &t);
 	if (r < 0) {
 		plugin_audit(cd, state_dir, uuid, t.kms, "refused: revoked or unreadable state",
 			     t0);
@@ -248,16 +309,34 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 	r = kms_handle_unwrap(&h, uuid, &t, &secret, &err);
 	if (r < 0) {
 		kms_error_describe(&err, desc, sizeof(desc));
-		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: KMS '%s' (%s) %s for volume %s: %s.", t.kms,
-		     h.cfg.provider->name,
-		     r == -EACCES    ? "denied access"
-		     : r == -EBADMSG ? "gave an invalid answer"
-		     : r == -EINVAL  ? "has an unusable configuration"
-				     : "could not be reached",
-		     uuid, desc);
+		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: KMS '%s' (%s) %s for volume %s: %s; %s.", t.kms,
+		     h.cfg.provider->name, cli_kms_failure(r, &err), uuid, desc,
+		     cli_hint_for_error(r, &err));
 		plugin_audit(cd, state_dir, uuid, t.kms, desc, t0);
 		r = token_errno(r);
 		goto out;
+	}
+
+	/* Check the marks again, as they are now, before the secret leaves: the unwrap took time. */
+	r = reread_token(cd, &now);
+	if (r == 0)
+		r = check_not_revoked(cd, state_dir, uuid, &now);
+	if (r < 0) {
+		plugin_audit(cd, state_dir, uuid, t.kms,
+			     "refused: revoked (or header changed) during the unwrap", t0);
+		r = r == -ENOMEM ? r : -EPERM;
+		goto out;
+	}
+	if (lock >= 0) {
+		r = inflight_add(state_dir, uuid);
+		if (r < 0) {
+			plog(cd, CRYPT_LOG_ERROR,
+			     "kmscrypt: cannot record the unlock of volume %s in '%s/inflight' (%s); "
+			     "not opening it.",
+			     uuid, state_dir, strerror(-r));
+			r = -EPERM;
+			goto out;
+		}
 	}
 
 	/* Hand-over: libcryptsetup owns the copy and gives it back to
@@ -275,7 +354,10 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 	plugin_audit(cd, state_dir, uuid, t.kms, "ok", t0);
 	r = 0;
 out:
+	if (lock >= 0)
+		close(lock);
 	kms_handle_done(&h);
+	token_done(&now);
 	token_done(&t);
 	return r;
 }

@@ -15,6 +15,7 @@
 #include "state/state.h"
 #include "util/cleanup.h"
 #include "util/fileio.h"
+#include "util/safedir.h"
 
 #define STATE_FILE_MAX (64 * 1024)
 
@@ -231,22 +232,47 @@ int state_list(const char *dir, struct volume_state ***ret)
 	return 0;
 }
 
-int state_lock(const char *dir, unsigned timeout_sec)
+int state_dir_open(const char *dir, bool create)
 {
-	_cleanup_free_ char *path = NULL;
-	_cleanup_close_ int fd = -1;
-	int r;
+	if (create) {
+		int r = mkdir_p(dir, 0700);
 
-	r = mkdir_p(dir, 0700);
-	if (r < 0)
-		return r;
-	if (asprintf(&path, "%s/lock", dir) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+		if (r < 0)
+			return r;
+	}
+	return dir_open_trusted(dir, "State dir", NULL, 0);
+}
+
+/* @name in the state dir @dfd: never through a symbolic link (-ELOOP), never anything but a regular
+ * file (-EBADF; O_NONBLOCK keeps a FIFO planted there from blocking the open). */
+static int state_file_open(int dfd, const char *name, int flags)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	fd = openat(dfd, name, flags | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+		    0600);
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EBADF;
+	return TAKE_FD(fd);
+}
+
+static int lock_take(const char *dir, unsigned timeout_sec, int op, bool create)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+
+	dfd = state_dir_open(dir, create);
+	if (dfd < 0)
+		return dfd;
+	fd = state_file_open(dfd, "lock", O_RDWR);
+	if (fd < 0)
+		return fd;
 	for (unsigned waited = 0;; waited++) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		if (flock(fd, op | LOCK_NB) == 0)
 			return TAKE_FD(fd);
 		if (errno != EWOULDBLOCK && errno != EINTR)
 			return -errno;
@@ -256,9 +282,40 @@ int state_lock(const char *dir, unsigned timeout_sec)
 	}
 }
 
+int state_lock(const char *dir, unsigned timeout_sec)
+{
+	return lock_take(dir, timeout_sec, LOCK_EX, true);
+}
+
+int state_lock_shared(const char *dir, unsigned timeout_sec)
+{
+	return lock_take(dir, timeout_sec, LOCK_SH, false);
+}
+
+/* One write(2) of @line and a '\n' with O_APPEND, then fsync: records of concurrent writers do not
+ * interleave. */
+static int append_record(int fd, const char *line)
+{
+	_cleanup_free_ char *rec = NULL;
+	size_t len;
+	ssize_t k;
+
+	if (asprintf(&rec, "%s\n", line) < 0)
+		return -ENOMEM;
+	len = strlen(rec);
+	do
+		k = write(fd, rec, len);
+	while (k < 0 && errno == EINTR);
+	if (k < 0)
+		return -errno;
+	if ((size_t)k != len)
+		return -EIO;
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
 int audit_append(const char *dir, const struct audit_record *a)
 {
-	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int dfd = -1, fd = -1;
 	json_object *o = json_object_new_object();
 	struct timespec ts;
 	char when[64], frac[32];
@@ -285,16 +342,11 @@ int audit_append(const char *dir, const struct audit_record *a)
 		snprintf(ms, sizeof(ms), "%.3f", a->duration_ms);
 		json_object_object_add(o, "duration_ms", json_object_new_double_s(a->duration_ms, ms));
 	}
-	r = mkdir_p(dir, 0700);
-	if (r >= 0) {
-		if (asprintf(&path, "%s/audit.log", dir) < 0)
-			r = -ENOMEM;
-		else
-			r = append_line(path,
-					json_object_to_json_string_ext(
-						o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-					0600);
-	}
+	dfd = state_dir_open(dir, true);
+	r = dfd < 0 ? dfd : (fd = state_file_open(dfd, "audit.log", O_WRONLY | O_APPEND));
+	if (r >= 0)
+		r = append_record(fd, json_object_to_json_string_ext(
+					      o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 	return r;
 }

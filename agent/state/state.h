@@ -12,6 +12,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 struct volume_state {
@@ -32,8 +33,14 @@ int state_save(const char *dir, const struct volume_state *s);
 int state_list(const char *dir, struct volume_state ***ret);
 void state_list_free(struct volume_state **l);
 
+/* The state dir as an O_DIRECTORY|O_NOFOLLOW fd, created (mode 0700) when @create and missing, and
+ * refused unless root owns it and neither group nor others may write it (util/safedir.h: -ENOLINK;
+ * -ELOOP when it is a symbolic link).  Files that carry a safety property (lock, audit.log) are
+ * opened relative to it with O_NOFOLLOW. */
+int state_dir_open(const char *dir, bool create);
+
 /* Take the state dir lock, waiting up to @timeout_sec.  Returns an fd (close to release), -EBUSY on
- * timeout. */
+ * timeout, -ELOOP when 'lock' is a symbolic link, state_dir_open()'s errors. */
 int state_lock(const char *dir, unsigned timeout_sec);
 
 struct audit_record {
@@ -46,9 +53,30 @@ struct audit_record {
 	const char *result;  /* "ok" or a one-line error */
 	double duration_ms;  /* < 0: not recorded */
 };
+/* One JSON line appended to audit.log (opened in state_dir_open()'s fd, O_NOFOLLOW) and fsynced. */
 int audit_append(const char *dir, const struct audit_record *a);
 
 int usage_record(const char *dir, const char *kms, const char *uuid, const char *device);
 /* UUIDs ("uuid (device)") of volumes ever bound to @kms, NULL-terminated; empty list when none. */
 int usage_list(const char *dir, const char *kms, char ***ret);
 void strv_free(char **l);
+
+/* ---- the token plugin's side (state/inflight.c) ----------------------------------------------- */
+
+/* The state dir lock taken shared (the token plugin, across its check, unwrap and re-check), waiting
+ * up to @timeout_sec: an fd, -EBUSY on timeout, -ENOENT when @dir does not exist (it is not
+ * created), state_dir_open()'s errors for an untrusted dir. */
+int state_lock_shared(const char *dir, unsigned timeout_sec);
+
+/* An unlock through the token plugin that has passed its checks and handed its secret to
+ * libcryptsetup, which activates after the plugin returned: inflight/<uuid>.<pid>. */
+struct inflight {
+	pid_t pid;
+	unsigned long long starttime; /* /proc/<pid>/stat field 22, tells a reused pid apart */
+};
+/* Record the calling process (call with the lock held shared). */
+int inflight_add(const char *dir, const char *uuid);
+/* Live records of @uuid (stale ones are removed); *ret is heap (free()), NULL when none. */
+int inflight_list(const char *dir, const char *uuid, struct inflight **ret, size_t *ret_n);
+bool inflight_alive(const struct inflight *f);
+int inflight_remove(const char *dir, const char *uuid, pid_t pid);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 
 #include "codec/http_msg.h"
 #include "kmscrypt/version.h"
@@ -39,6 +40,8 @@ struct http_client {
 	char *ca_file, *user_agent;
 	unsigned connect_timeout_ms, request_timeout_ms, max_attempts, max_connections;
 	size_t body_max;
+	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
+	void *tls_ctx_hook_data;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -87,6 +90,8 @@ int http_client_new(const struct http_client_options *o, struct http_client **re
 	c->max_attempts = o->max_attempts ?: 3;
 	c->max_connections = o->max_connections ?: 4;
 	c->body_max = o->body_max ?: HTTP_BODY_MAX;
+	c->tls_ctx_hook = o->tls_ctx_hook;
+	c->tls_ctx_hook_data = o->tls_ctx_hook_data;
 	c->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
 	c->user_agent = strdup(o->user_agent ?: "kmscrypt/" KMSCRYPT_VERSION);
 	c->idle = calloc(c->max_connections, sizeof(*c->idle));
@@ -299,20 +304,27 @@ static int build_headers(const struct http_request *req, struct curl_slist **ret
 	for (size_t i = 0; i < req->n_headers; i++) {
 		_cleanup_free_ char *line = NULL;
 		const struct http_header *h = &req->headers[i];
-		int k;
+		size_t k;
 
 		if (!header_value_ok(h->value) || !header_value_ok(h->name)) {
 			slist_free_wiped(l);
 			return -EINVAL;
 		}
-		/* "Name;" sends an empty header in curl's syntax; "Name:" would remove it */
-		k = *h->value ? asprintf(&line, "%s: %s", h->name, h->value) : asprintf(&line, "%s;", h->name);
-		if (k < 0) {
+		/* "Name;" sends an empty header in curl's syntax; "Name:" would remove it.  Built in
+		 * a buffer of the exact size: asprintf() grows its buffer without wiping, and the
+		 * value may be a token. */
+		k = strlen(h->name) + (*h->value ? 2 + strlen(h->value) : 1);
+		line = malloc(k + 1);
+		if (!line) {
 			slist_free_wiped(l);
 			return -ENOMEM;
 		}
+		if (*h->value)
+			snprintf(line, k + 1, "%s: %s", h->name, h->value);
+		else
+			snprintf(line, k + 1, "%s;", h->name);
 		t = curl_slist_append(l, line);
-		explicit_bzero(line, (size_t)k);
+		explicit_bzero(line, k);
 		if (!t) {
 			slist_free_wiped(l);
 			return -ENOMEM;
@@ -327,6 +339,20 @@ static int build_headers(const struct http_request *req, struct curl_slist **ret
 	}
 	*ret = t;
 	return 0;
+}
+
+/* libcurl (OpenSSL backend) calls this for the TLS context of every new connection.  OpenSSL keeps
+ * the last decrypted record (a Decrypt reply with the plaintext key, a Vault token) in its read
+ * buffer until overwritten; SSL_OP_CLEANSE_PLAINTEXT (OpenSSL 3.0) wipes it as soon as it is read,
+ * and on SSL_free(). */
+static CURLcode on_ssl_ctx(CURL *h, void *ssl_ctx, void *userdata)
+{
+	struct http_client *c = userdata;
+
+	SSL_CTX_set_options(ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+	if (c->tls_ctx_hook)
+		c->tls_ctx_hook(ssl_ctx, c->tls_ctx_hook_data);
+	return CURLE_OK;
 }
 
 static bool tls_trust_error(CURLcode rc)
@@ -401,6 +427,9 @@ static int setup(struct http_client *c, CURL *h, const struct http_request *req,
 	SET(CURLOPT_SSL_VERIFYPEER, 1L);
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
 	SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	/* fails (CURLE_NOT_BUILT_IN) with a TLS backend other than OpenSSL: then nothing is sent */
+	SET(CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+	SET(CURLOPT_SSL_CTX_DATA, c);
 	if (c->ca_file) {
 		SET(CURLOPT_CAINFO, c->ca_file);
 		SET(CURLOPT_CAPATH, NULL); /* trust the given bundle only */
@@ -417,7 +446,9 @@ static int setup(struct http_client *c, CURL *h, const struct http_request *req,
 	SET(CURLOPT_WRITEDATA, t);
 	SET(CURLOPT_ACCEPT_ENCODING, NULL); /* no compression: bodies are small and land in locked memory */
 	if (req->body || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0) {
-		/* POSTFIELDS does not copy: curl reads the locked body in place */
+		/* POSTFIELDS does not copy the body at setopt time, but libcurl 7.88 copies a body
+		 * under 64 KiB, with the headers, into its own request buffer, which it frees
+		 * unwiped: that copy is the residue http.h describes */
 		SET(CURLOPT_POST, 1L);
 		SET(CURLOPT_POSTFIELDS, req->body ? (const char *)req->body->buf : "");
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body->len : 0));

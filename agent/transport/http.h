@@ -15,6 +15,14 @@
  *     never uses a proxy.  HTTPS_PROXY/NO_PROXY from the environment are honoured (libcurl's default).
  *   - response bodies go into locked memory, capped at body_max; bodies are never logged and
  *     CURLOPT_VERBOSE is never set.
+ *   - what remains outside locked memory is libcurl's: it (7.88) assembles each request, headers
+ *     (tokens, the signed session token) and, for bodies under 64 KiB, the body too (an Encrypt
+ *     plaintext, a Vault secret_id), in its own heap buffer, which it frees without wiping; and its
+ *     receive buffer keeps the last reply read on a handle (a Decrypt reply carries the key, in
+ *     base64) until the next transfer overwrites it or the handle is freed, unwiped.  OpenSSL's
+ *     record buffers are cleansed: every TLS context gets SSL_OP_CLEANSE_PLAINTEXT
+ *     (CURLOPT_SSL_CTX_FUNCTION), so a decrypted record is wiped once read, and outgoing plaintext
+ *     is encrypted in place in the write buffer.
  *
  * Errors (provider.h classes):  -EAGAIN network/timeout/reset (message "could not connect to 'host':
  * ..."), -EACCES certificate not trusted (permanent: the message points at --ca-file), -EBADMSG reply
@@ -38,6 +46,9 @@ struct http_client_options {
 	unsigned max_connections;     /* concurrent requests (= connections) per client; 0: 4 */
 	size_t body_max;              /* 0: HTTP_BODY_MAX */
 	const char *user_agent;       /* NULL: "kmscrypt/<version>" */
+	/* Tests: called with each new TLS context (an OpenSSL SSL_CTX *) once kmscrypt set it up. */
+	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
+	void *tls_ctx_hook_data;
 };
 
 struct http_stats {

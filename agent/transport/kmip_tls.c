@@ -68,25 +68,29 @@ static const char *ssl_reason(unsigned long e)
 static int load_client_key(SSL_CTX *ctx, const char *path, struct kms_error *err)
 {
 	_cleanup_secret_ struct secret *pem = NULL;
+	_cleanup_close_ int fd = -1;
 	struct stat st;
 	EVP_PKEY *pk;
 	BIO *b;
 	int r;
 
-	if (stat(path, &st) < 0)
-		return kms_error_set(err, -EINVAL, "ClientKey", "client key '%s': %s", path,
-				     strerror(errno));
-	if (!S_ISREG(st.st_mode))
+	/* opened once: the mode checked is that of the file read (not of whatever the path names
+	 * a moment later) */
+	fd = open_regular_file(path, &st);
+	if (fd == -EISDIR || fd == -EBADFD)
 		return kms_error_set(err, -EINVAL, "ClientKey", "client key '%s' is not a file",
 				     path);
+	if (fd < 0)
+		return kms_error_set(err, -EINVAL, "ClientKey", "client key '%s': %s", path,
+				     strerror(-fd));
 	/* like ssh(1): a private key others can read is not a private key */
-	if (st.st_mode & 0077)
+	if (!FILE_MODE_PRIVATE(st.st_mode))
 		return kms_error_set(
 		    err, -EINVAL, "ClientKey",
 		    "client key '%s' is accessible by group or others (mode %04o); "
 		    "run 'chmod 600 %s'",
 		    path, (unsigned)(st.st_mode & 07777), path);
-	r = read_file_secret(path, KMIP_KEY_FILE_MAX, 0, &pem);
+	r = read_fd_secret(fd, KMIP_KEY_FILE_MAX, 0, &pem);
 	if (r < 0)
 		return kms_error_set(err, -EINVAL, "ClientKey", "cannot read client key '%s': %s",
 				     path, strerror(-r));
@@ -122,7 +126,10 @@ static int build_ctx(const struct kmip_tls_options *o, SSL_CTX **ret, struct kms
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
 		goto fail;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	/* CLEANSE_PLAINTEXT: a decrypted record (a Get reply holds key material) is wiped from
+	 * OpenSSL's read buffer once read, and on SSL_free() */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+				     SSL_OP_CLEANSE_PLAINTEXT);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (o->ca_file) {
 		if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1) {
@@ -148,6 +155,8 @@ static int build_ctx(const struct kmip_tls_options *o, SSL_CTX **ret, struct kms
 				  o->cert_file);
 		goto fail;
 	}
+	if (o->tls_ctx_hook)
+		o->tls_ctx_hook(ctx, o->tls_ctx_hook_data);
 	*ret = ctx;
 	return 0;
 fail:

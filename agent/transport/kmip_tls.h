@@ -6,8 +6,12 @@
  *   - TLS 1.2 or later, peer verification always on (no switch to turn it off): the server chain
  *     must lead to @ca_file (NULL: the system store) and its certificate must name the host of the
  *     endpoint (subjectAltName IP for an IP literal, DNS name otherwise; SNI for names).
- *   - the client certificate (PEM, may carry a chain) and its private key (PEM; read into locked
- *     memory, refused when group- or world-accessible) authenticate us to the server.
+ *   - the client certificate (PEM, may carry a chain) and its private key (PEM; opened once, its
+ *     mode checked on the opened file and refused when group- or world-accessible, read from that
+ *     file into locked memory) authenticate us to the server.
+ *   - the TLS context has SSL_OP_CLEANSE_PLAINTEXT: a decrypted record (Get replies carry key
+ *     material) is wiped from OpenSSL's read buffer once read; outgoing plaintext is encrypted in
+ *     place in its write buffer.
  *   - connect and every read/write are bounded by timeouts (poll(2)); one request, then exactly one
  *     reply message, sized from its TTLV header (ttlv_message_size()) and capped at reply_max.
  *   - one connection per struct kmip_tls, reused by every request of a run.  A mutex serialises
@@ -41,6 +45,9 @@ struct kmip_tls_options {
 	unsigned connect_timeout_ms; /* TCP connect + TLS handshake; 0: 5000 */
 	unsigned io_timeout_ms;	     /* one request and its reply; 0: 15000 */
 	size_t reply_max;	     /* 0: TTLV_MAX_MESSAGE */
+	/* Tests: called with the TLS context (an OpenSSL SSL_CTX *) once it is set up. */
+	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
+	void *tls_ctx_hook_data;
 };
 
 /* kmip_tls_new() - check and load certificates and key; no network I/O (the connection is made by

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,66 +14,106 @@
 #include "fileio.h"
 #include "secret.h"
 
-int read_file_text(const char *path, size_t max, char **ret, size_t *ret_len)
+int open_regular_file(const char *path, struct stat *ret_st)
 {
 	_cleanup_close_ int fd = -1;
-	_cleanup_free_ char *buf = NULL;
-	size_t len = 0, cap = 4096;
-	struct stat st;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0)
+	if (fstat(fd, ret_st) < 0)
 		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return S_ISDIR(st.st_mode) ? -EISDIR : -EBADFD;
+	if (!S_ISREG(ret_st->st_mode))
+		return S_ISDIR(ret_st->st_mode) ? -EISDIR : -EBADFD;
+	return TAKE_FD(fd);
+}
+
+/* Grow a heap buffer holding @len bytes to @cap bytes: copy, then wipe and free the old one
+ * (realloc() may move the bytes and leave the old copy behind in freed memory). */
+static int grow_wiped(char **buf, size_t len, size_t old_cap, size_t cap)
+{
+	char *n = malloc(cap);
+
+	if (!n)
+		return -ENOMEM;
+	memcpy(n, *buf, len);
+	explicit_bzero(*buf, old_cap);
+	free(*buf);
+	*buf = n;
+	return 0;
+}
+
+static void free_wiped(char *buf, size_t cap)
+{
+	if (buf) {
+		explicit_bzero(buf, cap);
+		free(buf);
+	}
+}
+
+int read_file_text(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = -1;
+	char *buf = NULL;
+	size_t len = 0, cap;
+	struct stat st;
+	int r;
+
+	fd = open_regular_file(path, &st);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size > max)
+		return -EFBIG;
+	/* room for the whole file, its NUL, and one byte to see the end without growing */
+	cap = (size_t)st.st_size + 2;
 	buf = malloc(cap);
 	if (!buf)
 		return -ENOMEM;
 	for (;;) {
 		ssize_t k;
 		if (len + 1 >= cap) {
-			char *n;
-			if (cap > max + 1)
-				return -EFBIG;
-			n = realloc(buf, cap * 2);
-			if (!n)
-				return -ENOMEM;
-			buf = n;
-			cap *= 2;
+			/* the file grew since fstat() (or is a /proc file of size 0) */
+			size_t ncap = MIN(MAX(cap * 2, (size_t)4096), max + 2);
+
+			if (len > max) {
+				r = -EFBIG;
+				goto fail;
+			}
+			r = grow_wiped(&buf, len, cap, ncap);
+			if (r < 0)
+				goto fail;
+			cap = ncap;
 		}
 		k = read(fd, buf + len, cap - len - 1);
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			r = -errno;
+			goto fail;
 		}
 		if (k == 0)
 			break;
 		len += (size_t)k;
-		if (len > max)
-			return -EFBIG;
+		if (len > max) {
+			r = -EFBIG;
+			goto fail;
+		}
 	}
 	buf[len] = 0;
-	*ret = TAKE_PTR(buf);
+	*ret = buf;
 	if (ret_len)
 		*ret_len = len;
 	return 0;
+fail:
+	free_wiped(buf, cap);
+	return r;
 }
 
-int read_file_secret(const char *path, size_t max, int strip, struct secret **ret)
+int read_fd_secret(int fd, size_t max, int strip, struct secret **ret)
 {
-	_cleanup_close_ int fd = -1;
 	struct secret *s;
 	int r;
 
-	if (strcmp(path, "-") == 0)
-		fd = dup(STDIN_FILENO);
-	else
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
 	r = secret_new(max + 1, &s);
 	if (r < 0)
 		return r;
@@ -100,6 +141,19 @@ int read_file_secret(const char *path, size_t max, int strip, struct secret **re
 	}
 	*ret = s;
 	return 0;
+}
+
+int read_file_secret(const char *path, size_t max, int strip, struct secret **ret)
+{
+	_cleanup_close_ int fd = -1;
+
+	if (strcmp(path, "-") == 0)
+		fd = dup(STDIN_FILENO);
+	else
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	return read_fd_secret(fd, max, strip, ret);
 }
 
 static int fsync_dir_of(const char *path)

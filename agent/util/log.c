@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util/cleanup.h"
+#include "util/escape.h"
 
 int log_max_level = LOG_INFO;
 static int log_to_journal;
@@ -44,18 +46,33 @@ void log_set_quiet(int quiet)
 
 int log_errno(int level, int err, const char *fmt, ...)
 {
-	va_list ap;
+	_cleanup_free_ char *msg = NULL, *line = NULL;
+	char small[512], small_esc[512];
+	va_list ap, ap2;
 
 	err = err < 0 ? -err : err;
 	if (level <= log_max_level) {
+		errno = err; /* makes %m work */
+		va_start(ap, fmt);
+		va_copy(ap2, ap);
+		if (vasprintf(&msg, fmt, ap) < 0)
+			msg = NULL;
+		va_end(ap);
+		/* One call, one line, one journal record, whatever the arguments hold: the whole
+		 * message is escaped (util/escape.h), so a newline in a token field or a file name
+		 * cannot start a forged "<0>" record and an ESC cannot reach the terminal. */
+		line = msg ? cescape(msg) : NULL;
+		if (!line) {
+			errno = err;
+			vsnprintf(small, sizeof(small), fmt, ap2);
+			cescape_buf(small, small_esc, sizeof(small_esc));
+		}
+		va_end(ap2);
 		pthread_mutex_lock(&log_lock);
 		if (log_to_journal)
-			fprintf(stderr, "<%d>", level);
-		errno = err;
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
-		fputc('\n', stderr);
+			fprintf(stderr, "<%d>%s\n", level, line ? line : small_esc);
+		else
+			fprintf(stderr, "%s\n", line ? line : small_esc);
 		pthread_mutex_unlock(&log_lock);
 	}
 	return err ? -err : -EIO;

@@ -2,7 +2,9 @@
 /*
  * Logging to stderr, understood by journald (sd-daemon(3) "<N>" prefixes when stderr is the journal
  * stream).  Never log key material, tokens, request or response bodies.  User strings go in 'quotes'.
- * The log level and target are the only globals in kmscrypt.
+ * The log level and target are the only globals in kmscrypt.  Each call writes exactly one line
+ * (one journal record): the formatted message is escaped (util/escape.h), so arguments may hold
+ * untrusted text (header fields, KMS messages, file names).
  */
 #pragma once
 #include <syslog.h>

@@ -206,6 +206,70 @@ int volume_read_header(const char *device, struct volume_header *ret)
 	return r;
 }
 
+static int token_update_locked(const char *device, const char *old_json, const char *new_json)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	const char *cur = NULL;
+	int token, r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	token = token_find(cd);
+	if (token < 0)
+		return -ENODEV;
+	r = crypt_token_json_get(cd, token, &cur);
+	if (r < 0)
+		return r;
+	/* Compare and swap: the caller edited what it read; anything else changed meanwhile. */
+	if (strcmp(cur, old_json) != 0)
+		return -ESTALE;
+	/* Same token id: libcryptsetup replaces the token and writes both header copies (a crash
+	 * leaves the old or the new token, never none). */
+	r = crypt_token_json_set(cd, token, new_json);
+	if (r < 0)
+		return r == -EINVAL ? -EBADMSG : r;
+	return 0;
+}
+
+int volume_reread_token(const char *device, char **ret_json)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	const char *json = NULL;
+	int token, r;
+
+	/* No luks_lock(): that installs our log callback, and in the token plugin the process and
+	 * its libcryptsetup log belong to the host (cryptsetup, systemd-cryptsetup). */
+	volume_lock();
+	r = luks_open(device, &cd);
+	if (r < 0)
+		goto out;
+	token = token_find(cd);
+	if (token < 0) {
+		r = -ENODEV;
+		goto out;
+	}
+	r = crypt_token_json_get(cd, token, &json);
+	if (r < 0)
+		goto out;
+	*ret_json = strdup(json);
+	r = *ret_json ? 0 : -ENOMEM;
+out:
+	crypt_free(TAKE_PTR(cd));
+	volume_unlock();
+	return r;
+}
+
+int volume_token_update(const char *device, const char *old_json, const char *new_json)
+{
+	int r;
+
+	luks_lock();
+	r = token_update_locked(device, old_json, new_json);
+	volume_unlock();
+	return r;
+}
+
 /* ---- scan ------------------------------------------------------------------------------------ */
 
 static int read_sysfs_line(const char *path, char *buf, size_t size)
@@ -517,10 +581,10 @@ static int unbind_locked(const char *device)
 	}
 	if (left == 0)
 		return -EPERM; /* the volume would be locked for good */
-	/* Token first: a keyslot without its token is dead weight, a token without one a lie. */
-	r = crypt_token_json_set(cd, token, NULL);
-	if (r < 0)
-		return r;
+	/* Keyslots first (each call writes the header): a crash in between leaves a token that opens
+	 * nothing, which the next unbind finds and removes.  Token first would leave a keyslot that
+	 * the secret (unwrapped from any copy of the old token) still opens, with no token to show
+	 * it or for unbind to find. */
 	for (int ks = 0; ks < max; ks++) {
 		if (!ours[ks] || crypt_keyslot_status(cd, ks) == CRYPT_SLOT_INACTIVE)
 			continue;
@@ -528,7 +592,8 @@ static int unbind_locked(const char *device)
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	r = crypt_token_json_set(cd, token, NULL);
+	return r < 0 ? r : 0;
 }
 
 int volume_unbind(const char *device)

@@ -73,8 +73,19 @@ int volume_free_keyslot(const char *device, int *ret_keyslot);
 int volume_bind(const char *device, const struct secret *auth, int keyslot,
 		const struct secret *secret, const char *token_json);
 
-/* Remove the kmscrypt token and its keyslot(s).  Refuses (-EPERM) when that would leave no
- * keyslot; -ENODEV when there is no kmscrypt token. */
+/* The kmscrypt token JSON of @device as it is on disk now (heap string).  For the token plugin: it
+ * installs no libcryptsetup log callback, so the host process keeps its own. */
+int volume_reread_token(const char *device, char **ret_json);
+
+/* Replace the kmscrypt token of @device, whose JSON must still be @old_json (as read by
+ * volume_read_header()), with @new_json (same token id, same keyslots).  -ESTALE when the token
+ * changed since it was read, -ENODEV when there is none, -EBADMSG when libcryptsetup (or an
+ * installed token plugin) rejects @new_json.  Used for the revoked mark. */
+int volume_token_update(const char *device, const char *old_json, const char *new_json);
+
+/* Remove the kmscrypt keyslot(s), then the token: a crash in between leaves a token that opens
+ * nothing (a second unbind removes it), never a keyslot without its token.  Refuses (-EPERM) when
+ * that would leave no keyslot; -ENODEV when there is no kmscrypt token. */
 int volume_unbind(const char *device);
 
 /* Does @secret open @keyslot of @device?  No activation.  0 or -EPERM. */

@@ -10,7 +10,9 @@
 
 enum kmscrypt_exit {
 	KMSCRYPT_EXIT_OK = 0,          /* success */
-	KMSCRYPT_EXIT_FAILURE = 1,     /* internal or unclassified error (out of memory, I/O on state) */
+	KMSCRYPT_EXIT_FAILURE = 1,     /* internal or unclassified error (out of memory, I/O on state);
+					* not run as root; a local file unreadable for lack of permission;
+					* a state or configuration dir others may change */
 	KMSCRYPT_EXIT_USAGE = 2,       /* bad command line or bad configuration value */
 	KMSCRYPT_EXIT_DENIED = 3,      /* the KMS refused: key revoked/disabled/missing, bad credentials */
 	KMSCRYPT_EXIT_UNAVAILABLE = 4, /* the KMS could not be reached in time: network, 5xx, throttled */

@@ -35,8 +35,10 @@ expect_rc 2 "unknown option for provider" -- "$K" kms create x --provider local 
 expect_rc 3 "missing key file is denied" -- "$K" kms create x --provider local --key-file nokey
 expect_rc 6 "show unknown" -- "$K" kms show nosuch
 head -c 31 /dev/urandom >short.key
+chmod 600 short.key # key files must be private (test_file_trust.sh)
 expect_rc 8 "key file of the wrong size is invalid" -- "$K" kms create short --provider local --key-file short.key
 base64 -w0 lab.key >lab.b64
+chmod 600 lab.b64
 expect_rc 0 "base64 key file accepted" -- "$K" kms create lab64 --provider local --key-file lab.b64
 expect_rc 0 "kms list --json" -- "$K" kms list --json
 expect_eq "$(json_get "$OUT" "sorted(k['name'] for k in j['kms'])")" "['lab', 'lab64']" "list names both"
@@ -53,6 +55,7 @@ expect_eq "$(json_get "$OUT" "j['ok']")" True "check reports ok"
 cp lab.key lab-copy.key
 expect_rc 0 "kms edit to a copy of the key" -- "$K" kms edit lab --key-file lab-copy.key
 head -c 32 /dev/urandom >other.key
+chmod 600 other.key
 cp etc/kms/lab.conf before.conf
 expect_rc 3 "kms edit to another key is refused" -- "$K" kms edit lab --key-file other.key
 expect_out "is for key $id" "edit names the key it expected"

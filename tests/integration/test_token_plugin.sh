@@ -140,7 +140,8 @@ expect_rc 0 "import a's token into b" -- cryptsetup token import --json-file - -
 expect_rc 0 "open of a copied token" -- drive b.img open "$tokb"
 expect_eq "${OUT##*open=}" "-1 len=0 keyslot=- threads=1 fds=+0" \
 	"a token copied onto another volume is denied (-EPERM)"
-expect_out "denied access" "the plugin says the KMS denied access"
+expect_out "rejected the token" "the plugin says the token was rejected"
+expect_out "recovery key" "and points to the recovery key, not to the KMS"
 
 # Missing master key: -EPERM ("denied": permanent), message through crypt_log on stderr.
 mv lab.key lab.key.away
@@ -158,19 +159,45 @@ expect_rc 0 "open with another config dir" -- env KMSCRYPT_CONFIG_DIR="$tmp/none
 expect_eq "${OUT##*open=}" "-2 len=0 keyslot=- threads=1 fds=+0" "no configuration: -ENOENT"
 expect_out "$tmp/none/kms/lab.conf" "the message names the file it looked for"
 
+# A configuration holding a secret that group or others can read is refused, as by the CLI.
+mkdir -p cfg-open/kms
+printf '[KMS]\nProvider=vault\nAddress=https://127.0.0.1:1\nKeyName=disks\nToken=s.fakeVaultToken\n' \
+	>cfg-open/kms/lab.conf
+chmod 644 cfg-open/kms/lab.conf
+expect_rc 0 "open with a 0644 configuration holding a token" -- env KMSCRYPT_CONFIG_DIR="$tmp/cfg-open" \
+	"${san_env[@]}" /usr/bin/python3 "$tmp/drive.py" "$P" a.img open "$tok"
+expect_eq "${OUT##*open=}" "-22 len=0 keyslot=- threads=1 fds=+0" "refused (-EINVAL)"
+expect_out "chmod 600 $tmp/cfg-open/kms/lab.conf" "the message names the chmod"
+expect_not_out "fakeVaultToken" "the message does not show the secret"
+
 # Revoked (kmscrypt revoke of a closed volume only marks it): -EPERM, and the log says revoked.
 expect_rc 0 "revoke the closed volume" -- "$K" revoke "$tmp/a.img" --reason drill
 expect_rc 0 "open of a revoked volume" -- drive a.img open "$tok"
 expect_eq "${OUT##*open=}" "-1 len=0 keyslot=- threads=1 fds=+0" "revoked: -EPERM"
-expect_out "is revoked ('drill')" "the message says revoked, with the reason"
+expect_out "is revoked (its LUKS2 header is marked since" "the message says revoked"
+expect_out "'drill'" "the message gives the reason"
+expect_out "kmscrypt restore" "the message names kmscrypt restore"
 expect_eq "$(grep -c '"action":"token-unwrap".*"result":"refused: revoked' state/audit.log)" 1 \
 	"the refusal is in the audit log"
-expect_rc 0 "open with another state dir ignores that mark" -- env \
+# The mark is in the volume's header too: another (or a lost) state dir does not lift it.
+expect_rc 0 "open with another state dir" -- env \
+	KMSCRYPT_STATE_DIR="$tmp/state2" "${san_env[@]}" /usr/bin/python3 "$tmp/drive.py" "$P" a.img \
+	open "$tok"
+expect_eq "${OUT##*open=}" "-1 len=0 keyslot=- threads=1 fds=+0" \
+	"the header's mark refuses without the state dir that holds the other"
+expect_rc 1 "the plugin does not create a missing state dir" -- test -e state2
+# Only the state mark (the header's removed by hand, as root could): still refused.
+cryptsetup token export --token-id "$tok" a.img >tok.json
+/usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); del j["revoked"]; json.dump(j, open(sys.argv[1], "w"))' tok.json
+cryptsetup token import --token-replace --token-id "$tok" --json-file tok.json a.img
+expect_rc 0 "open with only the state dir's mark" -- drive a.img open "$tok"
+expect_eq "${OUT##*open=}" "-1 len=0 keyslot=- threads=1 fds=+0" "the state dir's mark refuses too"
+expect_out "is revoked ('drill')" "the message gives the state's reason"
+expect_rc 0 "open with neither mark" -- env \
 	KMSCRYPT_STATE_DIR="$tmp/state2" "${san_env[@]}" /usr/bin/python3 "$tmp/drive.py" "$P" a.img \
 	open "$tok"
 expect_eq "${OUT##*open=}" "0 len=32 keyslot=$slot threads=1 fds=+0" \
 	"KMSCRYPT_STATE_DIR selects the state dir"
-expect_rc 1 "the plugin does not create a missing state dir" -- test -e state2
 # A corrupt state file fails closed.
 uuid=$(cryptsetup luksUUID a.img)
 mkdir -p state2/volumes

@@ -50,8 +50,9 @@ expect_rc 3 "kms check with a wrong secret in the credential is denied" -- \
 
 # ---- volumes: one AWS, one local
 export CREDENTIALS_DIRECTORY=$W/creds
-truncate -s 20M aws.img local.img
+truncate -s 20M aws.img aws-r.img local.img
 expect_rc 0 "format aws.img" -- "$K" format aws.img --kms aws1
+expect_rc 0 "format aws-r.img" -- "$K" format aws-r.img --kms aws1
 expect_rc 0 "kms create lab (local)" -- "$K" kms create lab --provider local --key-file "$W/lab.key" --generate
 expect_rc 0 "format local.img" -- "$K" format local.img --kms lab
 
@@ -74,6 +75,21 @@ expect_out "retry 1 in 1.0 s" "first retry after 1 s"
 expect_out "retry 2 in 2.0 s" "second retry after 2 s (exponential backoff)"
 expect_out "could not be reached" "the last error says the KMS could not be reached"
 expect_rc 4 "unlock with the KMS down and no --wait-kms fails at once" -- "$K" unlock aws.img
+
+# --wait-kms does not hold the state lock while it waits: a revoke during a slow boot goes through
+# at once, and the waiting unlock then sees the mark and leaves the volume locked.
+"$K" unlock aws-r.img --wait-kms 10 >wait.out 2>&1 &
+waiter=$!
+sleep 1.5
+t0=$(date +%s%N)
+expect_rc 0 "revoke while an unlock waits for the KMS" -- "$K" revoke aws-r.img --reason boot
+ms=$((($(date +%s%N) - t0) / 1000000))
+expect_eq "$((ms < 4000))" 1 "revoke did not wait for the waiting unlock (${ms} ms)"
+wait "$waiter"
+expect_eq "$?" 7 "the waiting unlock refuses the volume revoked meanwhile (exit 7)"
+OUT=$(cat wait.out)
+expect_out "kmscrypt restore" "and says to restore it"
+expect_not_out "Cannot activate" "it never got to activation"
 
 # The KMS comes back within the deadline: the retry reaches it (the unwrap succeeds; activation
 # then fails here, exit 5, because this kernel has no device-mapper; the VM tests activate).

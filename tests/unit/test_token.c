@@ -81,6 +81,72 @@ static void test_parse_bad(void **state)
 	expect_bad("\"kms\":\"lab\"", "\"kms\":5", "not a string");
 	expect_bad("}", "", "not valid JSON");
 	expect_bad("}", "}x", "not valid JSON");
+	/* header fields reach terminals and the journal: no control characters */
+	expect_bad("\"kms\":\"lab\"", "\"kms\":\"lab\\n<0>kmscrypt: FORGED\"", "control character");
+	expect_bad("\"key_id\":\"sha256:00\"", "\"key_id\":\"\\u001b[31mred\"", "control");
+	expect_bad("\"key_version\":\"\"", "\"key_version\":\"\\u007f\"", "control");
+	expect_bad("\"created\":\"2026-11-30T00:00:00Z\"", "\"created\":\"x\\ry\"", "control");
+	/* the revoked mark: an object, or the token is invalid (fail closed) */
+	expect_bad("}", ",\"revoked\":true}", "'revoked' is not an object");
+	expect_bad("}", ",\"revoked\":{\"reason\":\"a\\nb\"}}", "control");
+}
+
+static void test_revoked_mark(void **state)
+{
+	struct kmscrypt_token t = {};
+	char *marked = NULL, *cleared = NULL, *odd = NULL;
+	char buf[64];
+
+	assert_int_equal(token_parse(good, &t, NULL, 0), 0);
+	assert_false(t.revoked);
+	token_done(&t);
+
+	/* set: "at" in RFC 3339, the reason, every other field kept (including unknown ones) */
+	assert_int_equal(token_json_set_revoked("{\"type\":\"kmscrypt\",\"future\":[1,2]}", 86400,
+						"drill", &odd),
+			 0);
+	assert_non_null(strstr(odd, "\"future\":[1,2]"));
+	assert_non_null(strstr(odd, "\"revoked\":{\"at\":\"1970-01-02T00:00:00Z\",\"reason\":\"drill\"}"));
+	free(odd);
+	assert_int_equal(token_json_set_revoked(good, 1764979200, "incident 7", &marked), 0);
+	assert_int_equal(token_parse(marked, &t, NULL, 0), 0);
+	assert_true(t.revoked);
+	assert_string_equal(t.revoked_at, "2025-12-06T00:00:00Z");
+	assert_string_equal(t.revoked_reason, "incident 7");
+	assert_int_equal(t.blob_len, 3);
+	assert_string_equal(t.kms, "lab");
+	token_done(&t);
+	/* no reason: no "reason" */
+	assert_int_equal(token_json_set_revoked(good, 1, NULL, &odd), 0);
+	assert_null(strstr(odd, "reason"));
+	assert_int_equal(token_parse(odd, &t, NULL, 0), 0);
+	assert_true(t.revoked);
+	assert_string_equal(t.revoked_reason, "");
+	token_done(&t);
+	free(odd);
+
+	/* clear */
+	assert_int_equal(token_json_set_revoked(marked, 0, NULL, &cleared), 0);
+	assert_null(strstr(cleared, "revoked"));
+	assert_int_equal(token_parse(cleared, &t, NULL, 0), 0);
+	assert_false(t.revoked);
+	token_done(&t);
+
+	/* a reason that would inject a line, a header that is not an object */
+	assert_int_equal(token_json_set_revoked(good, 1, "a\nb", &odd), -EINVAL);
+	assert_int_equal(token_json_set_revoked("[1]", 1, NULL, &odd), -EBADMSG);
+	assert_int_equal(token_json_set_revoked("{", 1, NULL, &odd), -EBADMSG);
+	free(marked);
+	free(cleared);
+
+	/* times outside RFC 3339's years never print garbage */
+	assert_int_equal(format_rfc3339(0, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "1970-01-01T00:00:00Z");
+	assert_int_equal(format_rfc3339((time_t)1 << 60, buf, sizeof(buf)), -ERANGE);
+	assert_string_equal(buf, "(invalid time)");
+	assert_int_equal(format_rfc3339((time_t)300000000000LL, buf, sizeof(buf)), -ERANGE);
+	assert_string_equal(buf, "(invalid time)");
+	assert_int_equal(format_rfc3339(-(time_t)70000000000LL, buf, sizeof(buf)), -ERANGE);
 }
 
 static void test_base64(void **state)
@@ -120,6 +186,7 @@ int main(void)
 		cmocka_unit_test(test_parse_good),
 		cmocka_unit_test(test_format_round_trip),
 		cmocka_unit_test(test_parse_bad),
+		cmocka_unit_test(test_revoked_mark),
 		cmocka_unit_test(test_base64),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,7 +4,8 @@
 #   boot 1: three volumes (two KMS configurations) are unlocked by the unit and mounted through
 #           fstab; the unit's sandbox is what unit/kmscrypt-unlock.service says (a probe runs as
 #           ExecStartPost= inside it); stopping the unit unmounts and closes them (ExecStop=);
-#           then one volume is revoked.
+#           then one volume is revoked.  Nothing the unit uses lives in the checkout (its sandbox
+#           hides /tmp and /home, where a checkout may be): binary, probe and keys are installed.
 #   between: the key file of the second KMS configuration is moved away (the KMS denies access).
 #   boot 2: the revoked volume stays locked, the denied one stays locked and the journal says
 #           why, the third is unlocked and mounted, and the boot reaches multi-user.target.
@@ -15,9 +16,8 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-[[ ${1:-} == probe ]] && PROBE=1 || PROBE=0
-((PROBE)) || : "${KMSCRYPT:?KMSCRYPT must name the kmscrypt binary}"
-KMSCRYPT=$(realpath -- "${KMSCRYPT:-/}")
+: "${KMSCRYPT:?KMSCRYPT must name the kmscrypt binary}"
+KMSCRYPT=$(realpath -- "$KMSCRYPT")
 export KMSCRYPT
 build=${KMSCRYPT_BUILD_DIR:-$(dirname "$KMSCRYPT")}
 build=$(realpath -- "$build")
@@ -41,9 +41,14 @@ setup() {
 	install -m 0755 "$KMSCRYPT" /usr/local/sbin/kmscrypt
 	install -m 0644 "$src/unit/kmscrypt-unlock.service" /etc/systemd/system/
 	systemctl enable kmscrypt-unlock.service
-	# The probe: runs inside the unit's sandbox after `unlock --all`, logs what it sees.
+	# The probe: runs inside the unit's sandbox after `unlock --all`, logs what it sees.  Installed
+	# where a real installation keeps programs: PrivateTmp= and ProtectHome= hide a checkout under
+	# /tmp or /home from the unit.
+	install -d /usr/local/libexec/kmscrypt-test
+	{ echo '#!/bin/bash'; declare -f probe; echo probe; } >/usr/local/libexec/kmscrypt-test/probe
+	chmod 0755 /usr/local/libexec/kmscrypt-test/probe
 	mkdir -p /etc/systemd/system/kmscrypt-unlock.service.d
-	printf '[Service]\nExecStartPost=-/bin/bash %q probe\n' "$here/boot_unlock.sh" \
+	printf '[Service]\nExecStartPost=-/usr/local/libexec/kmscrypt-test/probe\n' \
 		>/etc/systemd/system/kmscrypt-unlock.service.d/probe.conf
 	if [[ $boot == 1 ]]; then
 		mkdir -p /etc/kmscrypt/keys
@@ -101,6 +106,9 @@ common_checks() {
 		"no ordering cycle in the journal"
 	expect_eq "$(unit_prop ActiveState)" active "kmscrypt-unlock.service is active"
 	expect_eq "$(unit_prop Result)" success "kmscrypt-unlock.service result"
+	expect_eq "$({ systemctl cat kmscrypt-unlock.service; cat /etc/kmscrypt/kms/*.conf; } |
+		grep -cF -e "$src" -e "$build")" 0 \
+		"the unit, its drop-ins and the KMS configurations name nothing in the checkout or build dir"
 	journalctl -b --no-pager -o cat -u kmscrypt-unlock.service >"$P/journal.$1"
 	sed 's/^/# journal: /' "$P/journal.$1"
 }
@@ -148,7 +156,7 @@ check() {
 		expect_eq "$(unit_prop ExecMainStatus)" 3 \
 			"unlock --all exits 3 (denied) for volc, the unit still succeeds"
 		expect_eq "$(dm_state vola)" "" "revoked vola stays locked across the reboot"
-		expect_eq "$(grep -c "^Left '.*' (UUID .*) locked: it is revoked (boot test)" "$J")" 1 \
+		expect_eq "$(grep -c "^Left '.*' (UUID .*) locked: its LUKS2 header is marked revoked since .* ('boot test')" "$J")" 1 \
 			"the journal says vola stays locked because it is revoked"
 		expect_eq "$(dm_state volc)" "" "volc stays locked (KMS denies access)"
 		expect_eq "$(grep -Ec "^(<3>)?Cannot unlock '.*' \(UUID .*\): KMS 'labc' \(local\) denied access" "$J")" 1 \
@@ -185,8 +193,7 @@ drive() {
 
 case ${1:-} in
 setup) setup "$2" ;;
-probe) probe ;;
 check) check "$2" ;;
 "") drive ;;
-*) echo "usage: $0 [setup N|check N|probe]" >&2; exit 2 ;;
+*) echo "usage: $0 [setup N|check N]" >&2; exit 2 ;;
 esac

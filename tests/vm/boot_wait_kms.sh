@@ -4,7 +4,9 @@
 # unit (connection refused = unavailable, exit class 4) is unlocked once the fake answers
 # (--wait-kms, exponential backoff), while a volume whose local KMS denies access (key file gone)
 # is not retried. The AWS secret access key comes from a systemd credential (LoadCredential= in a
-# drop-in; the configuration holds only "SecretAccessKeyCredential=aws-sk").
+# drop-in; the configuration holds only "SecretAccessKeyCredential=aws-sk"). The unit's sandbox
+# hides /tmp and /home, where a checkout may be: the CA file and the credential are installed under
+# /etc as on a real machine, and the check makes sure the unit names nothing in the checkout.
 #
 # Run on the host (ctest registers tests/vm/boot_*.sh so): bash tests/vm/boot_wait_kms.sh
 set -uo pipefail
@@ -44,16 +46,19 @@ setup() {
 	fake_start
 	key=$(curl -sS --fail --noproxy '*' -X POST --data-binary '{"op":"create_key"}' \
 		"http://127.0.0.1:$CPORT/control" | jq -r .KeyId)
-	# The secret access key as a credential; never in /etc/kmscrypt.
-	CREDENTIALS_DIRECTORY=$P/creds kmscrypt kms create aws1 --provider aws --region us-east-1 \
-		--endpoint "https://127.0.0.1:$PORT" --ca-file "$P/certs/ca.pem" --key-id "$key" \
-		--access-key-id $AKID --secret-access-key-credential aws-sk
+	# The secret access key as a credential (systemd's /etc/credstore); never in /etc/kmscrypt.
+	install -d -m 0700 /etc/credstore
+	install -m 0600 "$P/creds/aws-sk" /etc/credstore/aws-sk
+	install -m 0644 "$P/certs/ca.pem" /etc/kmscrypt/aws-ca.pem
+	CREDENTIALS_DIRECTORY=/etc/credstore kmscrypt kms create aws1 --provider aws \
+		--region us-east-1 --endpoint "https://127.0.0.1:$PORT" --ca-file /etc/kmscrypt/aws-ca.pem \
+		--key-id "$key" --access-key-id $AKID --secret-access-key-credential aws-sk
 	kmscrypt kms create lab --provider local --key-file /etc/kmscrypt/keys/lab.key --generate
 	truncate -s 32M "$P/aws.img" "$P/local.img"
 	dev=$(losetup --find --show "$P/aws.img")
 	devl=$(losetup --find --show "$P/local.img")
 	echo "$dev $devl" >"$P/loops"
-	CREDENTIALS_DIRECTORY=$P/creds kmscrypt format "$dev" --kms aws1 --label volaws
+	CREDENTIALS_DIRECTORY=/etc/credstore kmscrypt format "$dev" --kms aws1 --label volaws
 	kmscrypt format "$devl" --kms lab --label vollocal
 	kill "$FAKE_PID"
 	wait "$FAKE_PID" 2>/dev/null || true
@@ -62,7 +67,7 @@ setup() {
 	install -m 0644 "$src/unit/kmscrypt-unlock.service" /etc/systemd/system/
 	systemctl enable kmscrypt-unlock.service
 	mkdir -p /etc/systemd/system/kmscrypt-unlock.service.d
-	printf '[Service]\nLoadCredential=aws-sk:%s/creds/aws-sk\n' "$P" \
+	printf '[Service]\nLoadCredential=aws-sk:/etc/credstore/aws-sk\n' \
 		>/etc/systemd/system/kmscrypt-unlock.service.d/credential.conf
 	# The KMS comes up only after the unlock unit started (not ordered against it).
 	cat >/etc/systemd/system/kmscrypt-vm-fakeaws.service <<UNIT
@@ -86,6 +91,9 @@ check() {
 	journalctl -b --no-pager -o cat -u kmscrypt-unlock.service >"$J"
 	sed 's/^/# journal: /' "$J"
 	expect_eq "$(systemctl show -P Result kmscrypt-unlock.service)" success "unit result"
+	expect_eq "$({ systemctl cat kmscrypt-unlock.service; cat /etc/kmscrypt/kms/*.conf; } |
+		grep -cF -e "$src" -e "$build")" 0 \
+		"the unit, its drop-ins and the KMS configurations name nothing in the checkout or build dir"
 	expect_eq "$(systemctl show -P ExecMainStatus kmscrypt-unlock.service)" 3 \
 		"unlock --all exits 3: the local volume was denied"
 	expect_eq "$(dmsetup info volaws 2>/dev/null | sed -n 's/^State: *//p')" ACTIVE \

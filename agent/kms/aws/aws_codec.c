@@ -557,9 +557,16 @@ int aws_parse_error(const struct http_response *resp, struct kms_error *err)
 		else
 			cls = -EBADMSG;
 	}
-	if (*name)
-		return kms_error_fill(err, cls, resp->status, name, request_id(resp), "AWS KMS: %s%s%.300s",
-				      name, msg ? ": " : "", msg ? msg : "");
+	if (*name) {
+		kms_error_fill(err, cls, resp->status, name, request_id(resp), "AWS KMS: %s%s%.300s",
+			       name, msg ? ": " : "", msg ? msg : "");
+		/* the blob or its EncryptionContext (volume, keyslot) is not what the key sealed:
+		 * a token modified or copied from another volume */
+		if (err && (strcmp(name, "InvalidCiphertextException") == 0 ||
+			    strcmp(name, "IncorrectKeyException") == 0))
+			err->token_rejected = true;
+		return cls;
+	}
 	return kms_error_fill(err, cls, resp->status, "", request_id(resp),
 			      "AWS KMS: HTTP %d without an error code", resp->status);
 }

@@ -141,10 +141,14 @@ static int aws_load_creds(struct aws_ctx *c, const struct kms_config *cfg, struc
 	int r;
 
 	if (!src || strcmp(src, "static") == 0) {
+		/* both from the configuration's locked memory (struct secret, NUL-terminated) */
+		const struct secret *ssk = kms_config_get_secret(cfg, "SecretAccessKey");
+		const struct secret *stok = kms_config_get_secret(cfg, "SessionToken");
+
 		c->src = AWS_SRC_STATIC;
 		akid = kms_config_get(cfg, "AccessKeyId");
-		sk = kms_config_get(cfg, "SecretAccessKey");
-		tok = kms_config_get(cfg, "SessionToken");
+		sk = ssk ? (const char *)ssk->buf : NULL;
+		tok = stok ? (const char *)stok->buf : NULL;
 		if (!akid || !sk)
 			return kms_error_set(
 			    err, -EINVAL, "",
@@ -641,11 +645,11 @@ static int aws_unwrap(void *p, const struct kms_aad *aad, const struct kms_wrapp
 	int r;
 
 	if (!w->alg || strcmp(w->alg, AWS_ALG) != 0)
-		return kms_error_set(err, -EBADMSG, "UnsupportedAlgorithm",
+		return kms_error_reject(err, -EBADMSG, "UnsupportedAlgorithm",
 				     "token algorithm '%s' is not %s", w->alg ? w->alg : "",
 				     AWS_ALG);
 	if (c->key_arn && strcmp(op.key_id, c->key_arn) != 0)
-		return kms_error_set(
+		return kms_error_reject(
 		    err, -EACCES, "KeyMismatch",
 		    "secret was wrapped with key %s, but configuration '%s' is for "
 		    "key %s",

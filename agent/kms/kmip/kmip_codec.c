@@ -13,21 +13,24 @@
 #include "kms/kmip/ttlv_codec.h"
 #include "kms/provider.h"
 #include "util/cleanup.h"
+#include "util/escape.h"
 #include "util/secret.h"
 
-/* kms_error_set() lives in the I/O library; the pure codec fills the struct itself. */
+/* The server's Result Message is a Text String of any bytes (NUL included): escaped here so that
+ * struct kms_error holds one printable line (util/escape.h). */
 static int err_set(struct kms_error *e, int r, const char *code, const char *msg, size_t msg_len)
 {
-	size_t n;
+	char line[sizeof(e->message)];
+	size_t n = MIN(msg_len, sizeof(line));
 
 	if (!e)
 		return r;
 	*e = (struct kms_error){};
 	snprintf(e->code, sizeof(e->code), "%s", code);
-	n = MIN(msg_len, sizeof(e->message) - 1);
-	for (size_t i = 0; i < n; i++) /* one line, printable */
-		e->message[i] = (msg[i] == '\n' || msg[i] == '\r' || msg[i] == '\t') ? ' ' : msg[i];
-	e->message[n] = 0;
+	for (size_t i = 0; i < n; i++) /* line breaks fold into spaces, as kms_error_sanitize() */
+		line[i] = (msg[i] == '\n' || msg[i] == '\r' || msg[i] == '\t') ? ' ' : msg[i];
+	cescape_mem(line, n, e->message, sizeof(e->message));
+	kms_error_sanitize(e);
 	return r;
 }
 

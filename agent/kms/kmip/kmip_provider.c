@@ -36,8 +36,10 @@
  * Errors: a revoked, deactivated, destroyed or unknown key, a refused client certificate and a
  * ciphertext that does not decrypt are -EACCES with the server's reason.  PyKMIP 0.10 answers a GCM
  * tag mismatch with General Failure (it does not catch InvalidTag), so General Failure on Decrypt
- * is treated as denied too.  Network trouble is -EAGAIN (retried here up to 3 times within the
- * deadline), -ETIMEDOUT when the deadline passed.
+ * is treated as denied too.  A token whose "alg" is not the one the configuration's Mode= and
+ * Cipher= write is -EBADMSG before any request: the header is not trusted to pick the mode (a
+ * local-wrap alg would make a server-mode configuration fetch the key).  Network trouble is -EAGAIN
+ * (retried here up to 3 times within the deadline), -ETIMEDOUT when the deadline passed.
  *
  * Thread safety: unwrap() runs from several threads on one context.  The context is read-only
  * after open(); the one TLS connection serialises request/reply pairs.
@@ -136,6 +138,12 @@ static const char *state_name(uint32_t s)
 static const char *mode_name(enum kmip_mode m)
 {
 	return m == MODE_LOCAL_WRAP ? "local-wrap" : "server";
+}
+
+/* The token "alg" that mode @m writes, and the only one it unwraps. */
+static const char *mode_alg(enum kmip_mode m)
+{
+	return m == MODE_LOCAL_WRAP ? KMIP_ALG_LOCAL : m == MODE_SERVER_GCM ? KMIP_ALG_GCM : KMIP_ALG_CBC;
 }
 
 /* "host", "host:port", "[v6]", "[v6]:port" -> host (without brackets) and port. */
@@ -634,9 +642,7 @@ static int kmip_wrap(void *p, const struct kms_aad *aad, const struct secret *pl
 	}
 	w.key_id = strdup(c->key_id);
 	w.key_version = strdup("");
-	w.alg = strdup(c->mode == MODE_LOCAL_WRAP   ? KMIP_ALG_LOCAL
-		       : c->mode == MODE_SERVER_GCM ? KMIP_ALG_GCM
-						    : KMIP_ALG_CBC);
+	w.alg = strdup(mode_alg(c->mode));
 	if (!w.key_id || !w.key_version || !w.alg) {
 		kms_wrapped_done(&w);
 		return -ENOMEM;
@@ -655,8 +661,8 @@ static int unwrap_server(struct kmip_ctx *c, bool gcm, const char *aad, size_t a
 	int r;
 
 	if (blob_unpack(w->blob, w->blob_len, &v) < 0 || (gcm && v.tag_len == 0))
-		return kms_error_set(err, -EBADMSG, "InvalidCiphertext",
-				     "wrapped secret is malformed");
+		return kms_error_reject(err, -EBADMSG, "InvalidCiphertext",
+					"wrapped secret is malformed");
 	if (gcm)
 		r = kmip_build_decrypt(&v14, c->key_id, &gcm_params, v.iv, v.iv_len, v.ct, v.ct_len,
 				       (const uint8_t *)aad, aad_len, v.tag, v.tag_len, &req);
@@ -674,7 +680,7 @@ static int unwrap_server(struct kmip_ctx *c, bool gcm, const char *aad, size_t a
 		char msg[200];
 
 		snprintf(msg, sizeof(msg), "%.150s", err->message);
-		kms_error_set(
+		kms_error_reject(
 		    err, -EACCES, "General Failure",
 		    "%s (the wrapped secret did not decrypt: token tampered with or copied "
 		    "from another volume, or a server fault)",
@@ -689,7 +695,7 @@ static int unwrap_server(struct kmip_ctx *c, bool gcm, const char *aad, size_t a
 	}
 	r = cbc_inner_open(plain, aad, aad_len, ret);
 	if (r == -EACCES)
-		return kms_error_set(
+		return kms_error_reject(
 		    err, r, "InvalidCiphertext",
 		    "wrapped secret does not authenticate for volume %s keyslot %d "
 		    "(token tampered with, or copied from another volume)",
@@ -700,46 +706,52 @@ static int unwrap_server(struct kmip_ctx *c, bool gcm, const char *aad, size_t a
 static int kmip_unwrap(void *p, const struct kms_aad *aad, const struct kms_wrapped *w,
 		       struct secret **ret, struct kms_error *err)
 {
+	_cleanup_secret_ struct secret *key = NULL;
 	struct kmip_ctx *c = p;
 	char aadbuf[128];
 	int r, aad_len;
 
 	if (w->key_id && strcmp(w->key_id, c->key_id) != 0)
-		return kms_error_set(
+		return kms_error_reject(
 		    err, -EACCES, "KeyMismatch",
 		    "secret was wrapped with KMIP key '%s', but this configuration "
 		    "uses key '%s'",
 		    w->key_id, c->key_id);
+	/* The configuration decides, not the token: whoever can write the header can edit "alg",
+	 * and KMIP-LOCAL-A256GCM would make a Mode=server configuration Get the master key into this
+	 * host's memory.  Mode= and Cipher= are immutable once a volume used them, so the only
+	 * algorithm a volume of this configuration can carry is the one its mode writes.  Checked
+	 * before any request to the server. */
+	if (!w->alg || strcmp(w->alg, mode_alg(c->mode)) != 0)
+		return kms_error_reject(
+		    err, -EBADMSG, "AlgorithmMismatch",
+		    "token algorithm '%s' is not %s, the only one this configuration (Mode=%s%s) "
+		    "unwraps: the header may have been edited",
+		    w->alg ? w->alg : "", mode_alg(c->mode), mode_name(c->mode),
+		    c->mode == MODE_SERVER_GCM   ? ", Cipher=gcm"
+		    : c->mode == MODE_SERVER_CBC ? ", Cipher=cbc"
+						 : "");
 	aad_len = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
 	if (aad_len < 0)
 		return aad_len;
-	/* the token's algorithm decides, so volumes wrapped before a re-probe still open */
-	if (w->alg && strcmp(w->alg, KMIP_ALG_GCM) == 0)
+	if (c->mode == MODE_SERVER_GCM)
 		return unwrap_server(c, true, aadbuf, (size_t)aad_len, w, aad, ret, err);
-	if (w->alg && strcmp(w->alg, KMIP_ALG_CBC) == 0)
+	if (c->mode == MODE_SERVER_CBC)
 		return unwrap_server(c, false, aadbuf, (size_t)aad_len, w, aad, ret, err);
-	if (w->alg && strcmp(w->alg, KMIP_ALG_LOCAL) == 0) {
-		_cleanup_secret_ struct secret *key = NULL;
-
-		r = key_fetch(c, &key, err);
-		if (r < 0)
-			return r;
-		r = local_open(key, aadbuf, w->blob, w->blob_len, ret);
-		if (r == -EACCES)
-			return kms_error_set(
-			    err, r, "InvalidCiphertext",
-			    "wrapped secret does not authenticate for volume %s "
-			    "keyslot %d (token tampered with, or copied from another "
-			    "volume)",
-			    aad->uuid, aad->keyslot);
-		if (r == -EBADMSG)
-			return kms_error_set(err, r, "InvalidCiphertext",
-					     "wrapped secret has a bad length");
+	/* Mode=local-wrap */
+	r = key_fetch(c, &key, err);
+	if (r < 0)
 		return r;
-	}
-	return kms_error_set(err, -EBADMSG, "UnsupportedAlgorithm",
-			     "token algorithm '%s' is not one of the KMIP provider's",
-			     w->alg ? w->alg : "");
+	r = local_open(key, aadbuf, w->blob, w->blob_len, ret);
+	if (r == -EACCES)
+		return kms_error_reject(err, r, "InvalidCiphertext",
+					"wrapped secret does not authenticate for volume %s keyslot %d "
+					"(token tampered with, or copied from another volume)",
+					aad->uuid, aad->keyslot);
+	if (r == -EBADMSG)
+		return kms_error_reject(err, r, "InvalidCiphertext",
+					"wrapped secret has a bad length");
+	return r;
 }
 
 /* One wrap/unwrap round trip in @c's current mode: does the server support it? */
@@ -801,6 +813,9 @@ static int kmip_provision(struct kms_config *cfg, const struct kms_runtime *rt,
 		if (r < 0)
 			goto out;
 		r = kms_config_set(cfg, "KeyId", c->key_id);
+		if (r == -EINVAL) /* CR or LF: it would add lines to the configuration file */
+			r = kms_error_set(err, -EBADMSG, "InvalidReply",
+					  "the KMIP server assigned a key id with a line break");
 		if (r < 0)
 			goto out;
 	}

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include "kms/local/local_codec.h"
 #include "kms/provider.h"
@@ -33,11 +34,29 @@ static int local_load(const char *path, struct secret **ret_key, char key_id[48]
 		      struct kms_error *err)
 {
 	_cleanup_secret_ struct secret *file = NULL, *key = NULL;
+	_cleanup_close_ int fd = -1;
+	struct stat st;
 	int r;
 
-	r = read_file_secret(path, 4096, 0, &file);
-	if (r == -ENOENT || r == -EACCES || r == -EPERM)
-		/* The key is gone or out of reach: that is the local equivalent of a revoked key. */
+	/* opened once: the mode checked is that of the file read */
+	fd = open_regular_file(path, &st);
+	if (fd == -EISDIR || fd == -EBADFD)
+		return kms_error_set(err, -EINVAL, "KeyFileInvalid",
+				     "master key file '%s' is not a regular file", path);
+	if (fd >= 0 && !FILE_MODE_PRIVATE(st.st_mode))
+		/* as ssh(1) treats a private key: whoever else can read it holds every volume */
+		return kms_error_set(err, -EINVAL, "KeyFileMode",
+				     "master key file '%s' is accessible by group or others (mode "
+				     "%04o); run 'chmod 600 %s'",
+				     path, (unsigned)(st.st_mode & 07777), path);
+	r = fd < 0 ? fd : read_fd_secret(fd, 4096, 0, &file);
+	if (r == -EACCES || r == -EPERM)
+		/* Not the KMS's answer but this host's: the file is there and we may not read it
+		 * (owner, mode, MAC policy, or a unit without CAP_DAC_OVERRIDE). */
+		return kms_error_set(err, -ENOKEY, "KeyFileUnreadable",
+				     "cannot read master key file '%s': %s", path, strerror(-r));
+	if (r == -ENOENT)
+		/* The key is gone: that is the local equivalent of a revoked key. */
 		return kms_error_set(err, -EACCES, "KeyFileUnavailable",
 				     "master key file '%s' cannot be read: %s", path, strerror(-r));
 	if (r == -EFBIG)
@@ -163,7 +182,7 @@ static int local_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 				     "token algorithm '%s' is not %s", w->alg ? w->alg : "",
 				     LOCAL_ALG);
 	if (w->key_id && strcmp(w->key_id, c->key_id) != 0)
-		return kms_error_set(err, -EACCES, "KeyMismatch",
+		return kms_error_reject(err, -EACCES, "KeyMismatch",
 				     "secret was wrapped with key %s, but '%s' holds key %s", w->key_id,
 				     c->path, c->key_id);
 	r = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
@@ -171,12 +190,12 @@ static int local_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 		return r;
 	r = local_open(c->key, aadbuf, w->blob, w->blob_len, ret);
 	if (r == -EACCES)
-		return kms_error_set(err, r, "InvalidCiphertext",
+		return kms_error_reject(err, r, "InvalidCiphertext",
 				     "wrapped secret does not authenticate for volume %s keyslot %d "
 				     "(token tampered with, or copied from another volume)",
 				     aad->uuid, aad->keyslot);
 	if (r == -EBADMSG)
-		return kms_error_set(err, r, "InvalidCiphertext", "wrapped secret has a bad length");
+		return kms_error_reject(err, r, "InvalidCiphertext", "wrapped secret has a bad length");
 	return r;
 }
 

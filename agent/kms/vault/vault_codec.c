@@ -580,8 +580,14 @@ int vault_parse_error(const struct http_response *resp, struct kms_error *err)
 		cls = -EACCES; /* an answer we do not know by wording */
 	else
 		cls = -EBADMSG;
-	if (*msg)
-		return kms_error_fill(err, cls, resp->status, "", NULL, "Vault: HTTP %d: %s", resp->status, msg);
+	if (*msg) {
+		kms_error_fill(err, cls, resp->status, "", NULL, "Vault: HTTP %d: %s", resp->status, msg);
+		/* wrong associated_data or context (volume, keyslot) or a changed ciphertext: a token
+		 * modified or copied from another volume */
+		if (err && cls == -EACCES && strcasestr(msg, "message authentication failed"))
+			err->token_rejected = true;
+		return cls;
+	}
 	return kms_error_fill(err, cls, resp->status, "", NULL, "Vault: HTTP %d without an error message",
 			      resp->status);
 }

@@ -110,8 +110,10 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 {
 	const char *addr = kms_config_get(cfg, "Address"), *key = kms_config_get(cfg, "KeyName");
 	const char *mount = kms_config_get(cfg, "Mount") ?: "transit";
-	const char *ns = kms_config_get(cfg, "Namespace"), *tok = kms_config_get(cfg, "Token");
-	const char *role = kms_config_get(cfg, "RoleId"), *sid = kms_config_get(cfg, "SecretId");
+	const char *ns = kms_config_get(cfg, "Namespace"), *role = kms_config_get(cfg, "RoleId");
+	/* credentials: in the configuration's locked memory, copied into this context's */
+	const struct secret *tok = kms_config_get_secret(cfg, "Token");
+	const struct secret *sid = kms_config_get_secret(cfg, "SecretId");
 	const char *amount = kms_config_get(cfg, "AppRoleMount");
 	struct vault_ctx *c;
 	size_t n;
@@ -159,9 +161,9 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 		goto fail;
 	}
 	if (role)
-		r = secret_from(sid, strlen(sid), &c->secret_id);
+		r = secret_from(sid->buf, sid->len, &c->secret_id);
 	else
-		r = secret_from_cstr(tok, strlen(tok), &c->token);
+		r = secret_from_cstr((const char *)tok->buf, tok->len, &c->token);
 	if (r < 0)
 		goto fail;
 	r = kms_http_client_new(kms_config_get(cfg, "CaFile"), c->deadline_ms, &c->http, err);
@@ -465,20 +467,20 @@ static int vault_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 		return kms_error_set(err, -EBADMSG, "UnsupportedAlgorithm",
 				     "token algorithm '%s' is not a Vault transit binding", w->alg);
 	if (w->key_id && strcmp(w->key_id, c->key) != 0)
-		return kms_error_set(
+		return kms_error_reject(
 		    err, -EACCES, "KeyMismatch",
 		    "secret was wrapped with transit key '%s', but configuration '%s' "
 		    "is for key '%s'",
 		    w->key_id, c->name, c->key);
 	if (!w->blob || w->blob_len == 0 || w->blob_len > 65536 || memchr(w->blob, 0, w->blob_len))
-		return kms_error_set(err, -EBADMSG, "InvalidCiphertext",
-				     "token blob is not a Vault ciphertext");
+		return kms_error_reject(err, -EBADMSG, "InvalidCiphertext",
+					"token blob is not a Vault ciphertext");
 	ct = strndup((const char *)w->blob, w->blob_len);
 	if (!ct)
 		return -ENOMEM;
 	if (vault_ciphertext_version(ct, &v) < 0)
-		return kms_error_set(err, -EBADMSG, "InvalidCiphertext",
-				     "token blob is not of the form vault:v<N>:...");
+		return kms_error_reject(err, -EBADMSG, "InvalidCiphertext",
+					"token blob is not of the form vault:v<N>:...");
 	k = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
 	if (k < 0)
 		return k;
