@@ -10,11 +10,18 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "watch/watch.h"
 #include "kms/provider.h"
 #include "kmscrypt/exit.h"
 #include "kmscrypt/version.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+
+/* The watcher is a front end of its own (watch/); main() only dispatches to it. */
+static int cmd_watch(struct cli *c, int argc, char **argv)
+{
+	return watch_main(&c->core, argc, argv);
+}
 
 static const struct {
 	const char *name;
@@ -23,7 +30,7 @@ static const struct {
 	{"kms", cmd_kms},       {"format", cmd_format}, {"bind", cmd_bind},
 	{"unbind", cmd_unbind}, {"check", cmd_check},   {"unlock", cmd_unlock},
 	{"lock", cmd_lock},     {"revoke", cmd_revoke}, {"restore", cmd_restore},
-	{"status", cmd_status},
+	{"status", cmd_status}, {"watch", cmd_watch},
 };
 
 static void harden(void)
@@ -83,13 +90,13 @@ static int parse_globals(struct cli *c, int *argc, char **argv, bool *help, bool
 			continue;
 		}
 		if (!strncmp(a, "--config-dir", 12))
-			dst = &c->config_dir;
+			dst = &c->core.config_dir;
 		else if (!strncmp(a, "--state-dir", 11))
-			dst = &c->state_dir;
+			dst = &c->core.state_dir;
 		if (dst || !strncmp(a, "--timeout", 9)) {
 			const char *eq = strchr(a, '=');
 			size_t flen = eq ? (size_t)(eq - a) : strlen(a);
-			if (flen != (dst == &c->config_dir ? 12u : dst ? 11u : 9u)) {
+			if (flen != (dst == &c->core.config_dir ? 12u : dst ? 11u : 9u)) {
 				argv[out++] = argv[i];
 				continue;
 			}
@@ -118,10 +125,12 @@ static int parse_globals(struct cli *c, int *argc, char **argv, bool *help, bool
 int main(int argc, char **argv)
 {
 	struct cli c = {
-		.config_dir = "/etc/kmscrypt",
-		.state_dir = "/var/lib/kmscrypt",
+		.core = {
+			.config_dir = "/etc/kmscrypt",
+			.state_dir = "/var/lib/kmscrypt",
+			.lock_timeout_sec = 120,
+		},
 		.timeout_sec = 30,
-		.lock_timeout_sec = 120,
 	};
 	bool help = false, version = false;
 	const char *e;
@@ -130,14 +139,14 @@ int main(int argc, char **argv)
 	harden();
 	log_setup();
 	if ((e = secure_getenv("KMSCRYPT_CONFIG_DIR")) && *e)
-		c.config_dir = e;
+		c.core.config_dir = e;
 	if ((e = secure_getenv("KMSCRYPT_STATE_DIR")) && *e)
-		c.state_dir = e;
+		c.core.state_dir = e;
 	if (parse_globals(&c, &argc, argv, &help, &version) < 0)
 		return KMSCRYPT_EXIT_USAGE;
 	log_set_quiet(c.quiet);
-	c.rt.config_dir = c.config_dir;
-	c.rt.timeout_ms = (int)c.timeout_sec * 1000;
+	c.core.rt.config_dir = c.core.config_dir;
+	c.core.rt.timeout_ms = (int)c.timeout_sec * 1000;
 
 	if (version) {
 		printf("kmscrypt %s\n", KMSCRYPT_VERSION);
@@ -169,10 +178,10 @@ int main(int argc, char **argv)
 		if (geteuid() != 0) {
 			log_error("kmscrypt must run as root (it manages dm-crypt mappings, LUKS2 "
 				  "headers and %s).",
-				  c.config_dir);
+				  c.core.config_dir);
 			return KMSCRYPT_EXIT_FAILURE;
 		}
-		if (cli_check_dirs(&c) < 0)
+		if (core_check_dirs(&c.core) < 0)
 			return KMSCRYPT_EXIT_FAILURE;
 		r = commands[i].fn(&c, argc - 1, argv + 1);
 		fflush(stdout);

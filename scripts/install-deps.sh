@@ -18,6 +18,8 @@ packages=(
 	# KMS servers and vendor clients for the fakes (run with /usr/bin/python3)
 	python3 python3-pykmip python3-boto3 python3-botocore python3-hvac python3-google-auth
 	python3-azure python3-cryptography
+	# the Prometheus text-format parser that reads the watcher's metrics file back
+	python3-prometheus-client
 )
 
 missing=()

@@ -29,6 +29,7 @@ static const char overview[] =
 	"  revoke MAPPING | --all [--reason TEXT]  suspend and wipe keys from the kernel\n"
 	"  restore MAPPING | --all                 unwrap again through the KMS and resume\n"
 	"  status [MAPPING|DEVICE] [--json]        what is open, revoked, and where keys are\n"
+	"  watch [--once] [--metrics-file PATH]    wipe keys when the KMS revokes access\n"
 	"\n"
 	"Options:\n"
 	"  --config-dir DIR   KMS configurations (default /etc/kmscrypt; $KMSCRYPT_CONFIG_DIR)\n"
@@ -51,7 +52,7 @@ static const struct {
 	 "Usage: kmscrypt kms create NAME --provider PROVIDER [PROVIDER OPTIONS] [--description T]\n"
 	 "       kmscrypt kms list [--json]\n"
 	 "       kmscrypt kms show NAME [--json]\n"
-	 "       kmscrypt kms edit NAME [CREDENTIAL OPTIONS]\n"
+	 "       kmscrypt kms edit NAME [CREDENTIAL OPTIONS] [WATCH OPTIONS] [--description T]\n"
 	 "       kmscrypt kms delete NAME\n"
 	 "       kmscrypt kms check NAME [--json]\n"
 	 "\n"
@@ -65,6 +66,14 @@ static const struct {
 	 "credentials (--...-credential NAME: read from $CREDENTIALS_DIRECTORY/NAME at use, so\n"
 	 "the configuration holds only the reference; see LoadCredentialEncrypted= in\n"
 	 "systemd.exec(5)).\n"
+	 "\n"
+	 "Watch options (every provider; used by 'kmscrypt watch', changed by 'edit' without a KMS\n"
+	 "round trip):\n"
+	 "  --interval SECONDS        probe every SECONDS, jittered by up to 10% (default 60)\n"
+	 "  --on-revoke wipe|close|alert  what a revocation at the KMS does (default wipe)\n"
+	 "  --revoke-after N          act after N denials in a row (default 2)\n"
+	 "  --auto-restore, --no-auto-restore  restore what the watcher wiped once the KMS\n"
+	 "                            grants access again (default no)\n"
 	 "\n"
 	 "Provider local (tests and labs only):\n"
 	 "  --key-file PATH    256-bit master key: 32 raw bytes or base64 text\n"
@@ -133,7 +142,24 @@ static const struct {
 		   "\n"
 		   "Show each kmscrypt volume: device, UUID, mapping, state (inactive, active,\n"
 		   "revoked-suspended, revoked-closed), whether dm-crypt holds its key (keyring) or\n"
-		   "it is wiped, KMS configuration and provider, last unlock/revoke/restore.\n"},
+		   "it is wiped, KMS configuration and provider, last unlock/revoke/restore, and\n"
+		   "what 'kmscrypt watch' last saw.\n"},
+	{"watch",
+	 "Usage: kmscrypt watch [--once] [--metrics-file PATH]\n"
+	 "\n"
+	 "The remote kill switch, in the foreground (kmscrypt-watch.service runs it). Every\n"
+	 "interval of each KMS configuration (kms create/edit --interval) it unwraps the secret\n"
+	 "of each open volume bound to it, wipes the answer at once, and classifies it: usable,\n"
+	 "denied, unavailable or invalid. After --revoke-after denials in a row it acts as\n"
+	 "--on-revoke says: wipe (suspend and wipe the key, as 'kmscrypt revoke'), close (wipe,\n"
+	 "then remove the mapping once nothing holds it) or alert (log and audit only). An\n"
+	 "outage (unavailable) only warns, however long it lasts. With --auto-restore a volume\n"
+	 "the watcher wiped is restored once the KMS grants access again; a volume revoked by\n"
+	 "an administrator never is. SIGHUP reloads; SIGTERM stops.\n"
+	 "\n"
+	 "  --once               one round over every configuration, then exit\n"
+	 "  --metrics-file PATH  Prometheus text file (node_exporter textfile collector),\n"
+	 "                       rewritten atomically after every round\n"},
 };
 
 /* The other providers' options, straight from their option tables. */

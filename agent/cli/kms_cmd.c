@@ -25,10 +25,26 @@
 
 #define KMS_SECRET_MAX 16384
 
+/* Settings of every configuration, whatever its provider: --flag VALUE -> Key=VALUE (a switch
+ * stores its fixed value). */
+static const struct generic_flag {
+	const char *flag, *key, *fixed;
+} generic_flags[] = {
+	{"description", "Description", NULL},
+	{"interval", "WatchInterval", NULL},
+	{"on-revoke", "OnRevoke", NULL},
+	{"revoke-after", "RevokeAfter", NULL},
+	{"auto-restore", "AutoRestore", "yes"},
+	{"no-auto-restore", "AutoRestore", "no"},
+};
+
 struct kms_args {
 	const char *name;
 	const char *provider;
-	const char *description;
+	/* generic settings seen on the command line */
+	const struct generic_flag *gen[ARRAY_SIZE(generic_flags)];
+	const char *gval[ARRAY_SIZE(generic_flags)];
+	size_t ng;
 	bool generate;
 	/* provider options seen on the command line, in order */
 	const struct kms_option *opt[32];
@@ -129,13 +145,19 @@ static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit
 			continue;
 		}
 		o = find_flag(p, flag, &is_file, &is_cred);
-		if (!o && strcmp(flag, "description") != 0) {
+		const struct generic_flag *g = NULL;
+		for (size_t k = 0; !o && k < ARRAY_SIZE(generic_flags); k++)
+			if (strcmp(flag, generic_flags[k].flag) == 0)
+				g = &generic_flags[k];
+		if (!o && !g) {
 			log_error("Unknown option '--%s' for provider %s.", flag, p->name);
 			print_provider_options(p, stderr);
 			return -EINVAL;
 		}
 		if (o && (o->flags & KMS_OPT_BOOL)) {
 			val = "yes";
+		} else if (g && g->fixed) {
+			val = g->fixed;
 		} else if (eq) {
 			val = eq + 1;
 		} else {
@@ -144,7 +166,13 @@ static int parse_kms_args(int argc, char **argv, const struct kms_provider *edit
 			val = argv[++i];
 		}
 		if (!o) {
-			a->description = val;
+			size_t k;
+			for (k = 0; k < a->ng && strcmp(a->gen[k]->key, g->key) != 0; k++)
+				;
+			if (k == a->ng)
+				a->ng++;
+			a->gen[k] = g; /* the last of --auto-restore/--no-auto-restore wins */
+			a->gval[k] = val;
 			continue;
 		}
 		if (a->n >= ARRAY_SIZE(a->opt))
@@ -242,8 +270,17 @@ static int apply_options(struct kms_config *cfg, const struct kms_args *a)
 				return r;
 		}
 	}
-	if (a->description)
-		return set_option(cfg, "Description", "description", a->description);
+	for (size_t i = 0; i < a->ng; i++) {
+		int r = set_option(cfg, a->gen[i]->key, a->gen[i]->flag, a->gval[i]);
+		if (r < 0)
+			return r;
+	}
+	if (a->ng > 0) {
+		struct config_error err = {};
+		int r = kms_config_watch_settings(cfg, NULL, &err);
+		if (r < 0)
+			return log_error_errno(r, "%s.", err.message);
+	}
 	return 0;
 }
 
@@ -279,12 +316,12 @@ static int write_config(const struct cli *c, const struct kms_config *cfg, bool 
 	_cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
 	int r;
 
-	if (asprintf(&dir, "%s/kms", c->config_dir) < 0)
+	if (asprintf(&dir, "%s/kms", c->core.config_dir) < 0)
 		return -ENOMEM;
 	r = mkdir_p(dir, 0700);
 	if (r < 0)
 		return log_error_errno(r, "Cannot create '%s': %m", dir);
-	r = cli_kms_path(c, cfg->name, &path);
+	r = core_kms_path(&c->core, cfg->name, &path);
 	if (r < 0)
 		return r;
 	r = kms_config_format(cfg, &text);
@@ -311,7 +348,7 @@ static int kms_prove(const struct cli *c, const struct kms_config *cfg, struct k
 	double t0 = now_ms();
 	int r;
 
-	r = cfg->provider->open(cfg, &c->rt, &ctx, err);
+	r = cfg->provider->open(cfg, &c->core.rt, &ctx, err);
 	if (r < 0)
 		return r;
 	r = cfg->provider->describe(ctx, info, err);
@@ -352,10 +389,10 @@ static int kms_create(struct cli *c, int argc, char **argv)
 	r = parse_kms_args(argc, argv, NULL, &a, &p);
 	if (r < 0)
 		return KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
+	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
-	r = cli_kms_path(c, a.name, &path);
+	r = core_kms_path(&c->core, a.name, &path);
 	if (r < 0)
 		goto out;
 	if (access(path, F_OK) == 0) {
@@ -391,11 +428,11 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
-	r = cli_kms_resolve_credentials(&cfg);
+	r = core_kms_resolve_credentials(&cfg);
 	if (r < 0)
 		goto out;
 	if (p->provision) {
-		r = p->provision(&cfg, &c->rt, &err);
+		r = p->provision(&cfg, &c->core.rt, &err);
 		if (r < 0) {
 			kms_error_describe(&err, buf, sizeof(buf));
 			log_error_errno(r, "Cannot set up KMS configuration '%s' (%s): %s.", a.name,
@@ -408,7 +445,7 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "KMS configuration '%s' (%s) does not work: %s. Nothing was saved; "
 				   "%s.",
-				a.name, p->name, buf, cli_hint_for(r));
+				a.name, p->name, buf, core_hint_for(r));
 		goto out;
 	}
 	/* Record the key identity the KMS reported, so later use can be checked against it. */
@@ -427,7 +464,7 @@ static int kms_create(struct cli *c, int argc, char **argv)
 	r = write_config(c, &cfg, true);
 	if (r < 0)
 		goto out;
-	(void)audit_append(c->state_dir, &(struct audit_record){.action = "kms-create",
+	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = "kms-create",
 								 .kms = a.name,
 								 .result = "ok",
 								 .duration_ms = -1});
@@ -463,7 +500,7 @@ static int list_names(const struct cli *c, char ***ret)
 
 	if (!l)
 		return -ENOMEM;
-	if (asprintf(&dir, "%s/kms", c->config_dir) < 0) {
+	if (asprintf(&dir, "%s/kms", c->core.config_dir) < 0) {
 		free(l);
 		return -ENOMEM;
 	}
@@ -502,7 +539,7 @@ static int kms_list(struct cli *c, int argc, char **argv)
 		       KMSCRYPT_EXIT_USAGE;
 	r = list_names(c, &names);
 	if (r < 0) {
-		log_error_errno(r, "Cannot list '%s/kms': %m", c->config_dir);
+		log_error_errno(r, "Cannot list '%s/kms': %m", c->core.config_dir);
 		strv_free(names);
 		return cli_exit_code(r);
 	}
@@ -516,12 +553,12 @@ static int kms_list(struct cli *c, int argc, char **argv)
 		size_t nuse = 0;
 		const char *key;
 
-		r = cli_kms_load(c, names[i], &cfg);
+		r = core_kms_load(&c->core, names[i], &cfg);
 		if (r < 0) {
 			worst = worst ? worst : r;
 			continue;
 		}
-		(void)usage_list(c->state_dir, names[i], &uses);
+		(void)usage_list(c->core.state_dir, names[i], &uses);
 		while (uses && uses[nuse])
 			nuse++;
 		key = kms_config_get(&cfg, "KeyId");
@@ -550,7 +587,7 @@ static int kms_list(struct cli *c, int argc, char **argv)
 		cli_print_json(o);
 	} else if (!names[0] && !c->quiet) {
 		printf("No KMS configurations in '%s/kms'. Create one with 'kmscrypt kms create'.\n",
-		       c->config_dir);
+		       c->core.config_dir);
 	}
 	strv_free(names);
 	return cli_exit_code(worst);
@@ -566,10 +603,10 @@ static int kms_show(struct cli *c, int argc, char **argv)
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms show NAME [--json]"),
 		       KMSCRYPT_EXIT_USAGE;
-	r = cli_kms_load(c, argv[1], &cfg);
+	r = core_kms_load(&c->core, argv[1], &cfg);
 	if (r < 0)
 		return cli_exit_code(r);
-	(void)usage_list(c->state_dir, cfg.name, &uses);
+	(void)usage_list(c->core.state_dir, cfg.name, &uses);
 	if (c->json) {
 		o = json_object_new_object();
 		settings = json_object_new_object();
@@ -609,7 +646,16 @@ static int kms_show(struct cli *c, int argc, char **argv)
 		else
 			printf("%-12s %s\n", i == 0 ? "UsedBy" : "", cescape_buf(uses[i], eu, sizeof(eu)));
 	}
+	struct kms_watch_settings ws = {};
+	(void)kms_config_watch_settings(&cfg, &ws, NULL); /* validated when loaded */
 	if (o) {
+		json_object *w = json_object_new_object();
+		json_object_object_add(w, "interval", json_object_new_int((int)ws.interval_sec));
+		json_object_object_add(w, "on_revoke",
+				       json_object_new_string(kms_on_revoke_name(ws.on_revoke)));
+		json_object_object_add(w, "revoke_after", json_object_new_int((int)ws.revoke_after));
+		json_object_object_add(w, "auto_restore", json_object_new_boolean(ws.auto_restore));
+		json_object_object_add(o, "watch", w);
 		json_object_object_add(o, "settings", settings);
 		json_object_object_add(o, "used_by", vols);
 		if (cfg.provider->warning)
@@ -619,6 +665,10 @@ static int kms_show(struct cli *c, int argc, char **argv)
 	} else {
 		if (!uses || !uses[0])
 			printf("UsedBy       (no volume yet)\n");
+		printf("Watch:       probe every %u s; on revoke: %s after %u denial%s; "
+		       "auto-restore: %s\n",
+		       ws.interval_sec, kms_on_revoke_name(ws.on_revoke), ws.revoke_after,
+		       ws.revoke_after == 1 ? "" : "s", ws.auto_restore ? "yes" : "no");
 		if (cfg.provider->warning)
 			printf("Warning:     %s.\n", cfg.provider->warning);
 	}
@@ -641,19 +691,19 @@ static int kms_edit(struct cli *c, int argc, char **argv)
 	if (argc < 2 || strncmp(argv[1], "--", 2) == 0)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms edit NAME --OPTION VALUE..."),
 		       KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
+	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
-	r = cli_kms_load(c, argv[1], &cfg);
+	r = core_kms_load(&c->core, argv[1], &cfg);
 	if (r < 0)
 		goto out;
-	r = cli_kms_load(c, argv[1], &old);
+	r = core_kms_load(&c->core, argv[1], &old);
 	if (r < 0)
 		goto out;
 	r = parse_kms_args(argc, argv, cfg.provider, &a, &p);
 	if (r < 0)
 		goto out;
-	if (a.n == 0 && !a.description) {
+	if (a.n == 0 && a.ng == 0) {
 		log_error("Nothing to change. Options that 'kms edit' accepts for %s:", p->name);
 		for (const struct kms_option *o = p->options; o->key; o++)
 			if (o->flags & KMS_OPT_CREDENTIAL)
@@ -674,8 +724,13 @@ static int kms_edit(struct cli *c, int argc, char **argv)
 	r = apply_options(&cfg, &a);
 	if (r < 0)
 		goto out;
+	if (a.n == 0) {
+		/* Only settings of kmscrypt's own (description, watch): no KMS round trip. */
+		ms = 0;
+		goto save;
+	}
 	/* The new credentials must reach the same key: prove it before saving. */
-	r = cli_kms_resolve_credentials(&cfg);
+	r = core_kms_resolve_credentials(&cfg);
 	if (r < 0)
 		goto out;
 	r = kms_prove(c, &cfg, &info, &ms, &err);
@@ -695,14 +750,17 @@ static int kms_edit(struct cli *c, int argc, char **argv)
 			goto out;
 		}
 	}
+save:
 	r = write_config(c, &cfg, false);
 	if (r < 0)
 		goto out;
-	(void)audit_append(c->state_dir, &(struct audit_record){.action = "kms-edit",
+	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = "kms-edit",
 								 .kms = cfg.name,
 								 .result = "ok",
 								 .duration_ms = -1});
-	if (!c->quiet && !c->json)
+	if (!c->quiet && !c->json && a.n == 0)
+		printf("Updated KMS configuration '%s'.\n", cfg.name);
+	else if (!c->quiet && !c->json)
 		printf("Updated KMS configuration '%s'; checked in %.0f ms.\n", cfg.name, ms);
 out:
 	if (lock >= 0)
@@ -728,14 +786,14 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 				       "'_' and '-' (at most 64).",
 				       argv[1]),
 		       KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
+	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
 	/* a file that does not parse, or whose mode is refused, may still be deleted */
-	r = cli_kms_load(c, argv[1], &cfg);
+	r = core_kms_load(&c->core, argv[1], &cfg);
 	if (r < 0 && r != -EBADMSG && r != -EINVAL)
 		goto out;
-	r = usage_list(c->state_dir, argv[1], &uses);
+	r = usage_list(c->core.state_dir, argv[1], &uses);
 	if (r < 0) {
 		log_error_errno(r, "Cannot read the usage record of '%s': %m", argv[1]);
 		goto out;
@@ -752,14 +810,14 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 		r = -EBUSY;
 		goto out;
 	}
-	r = cli_kms_path(c, argv[1], &path);
+	r = core_kms_path(&c->core, argv[1], &path);
 	if (r < 0)
 		goto out;
 	if (unlink(path) < 0) {
 		r = log_error_errno(errno, "Cannot remove '%s': %m", path);
 		goto out;
 	}
-	(void)audit_append(c->state_dir, &(struct audit_record){.action = "kms-delete",
+	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = "kms-delete",
 								 .kms = argv[1],
 								 .result = "ok",
 								 .duration_ms = -1});
@@ -784,10 +842,10 @@ static int kms_check(struct cli *c, int argc, char **argv)
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms check NAME [--json]"),
 		       KMSCRYPT_EXIT_USAGE;
-	r = cli_kms_load(c, argv[1], &cfg);
+	r = core_kms_load(&c->core, argv[1], &cfg);
 	if (r < 0)
 		return cli_exit_code(r);
-	r = cli_kms_resolve_credentials(&cfg);
+	r = core_kms_resolve_credentials(&cfg);
 	if (r < 0) {
 		kms_config_done(&cfg);
 		return cli_exit_code(r);
@@ -796,7 +854,7 @@ static int kms_check(struct cli *c, int argc, char **argv)
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "KMS configuration '%s' (%s) failed its check: %s; %s.", cfg.name,
-				cfg.provider->name, buf, cli_hint_for(r));
+				cfg.provider->name, buf, core_hint_for(r));
 	}
 	if (c->json) {
 		json_object *o = json_object_new_object();

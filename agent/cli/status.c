@@ -8,7 +8,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
-#include "cli/vol.h"
+#include "core/vol.h"
 #include "codec/token.h"
 #include "kmscrypt/exit.h"
 #include "util/escape.h"
@@ -69,13 +69,13 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			free(vols);
 			return KMSCRYPT_EXIT_FAILURE;
 		}
-		r = vol_resolve(c, argv[1], vols[0]);
+		r = vol_resolve(&c->core, argv[1], vols[0]);
 		if (r < 0) {
 			vol_list_free(vols);
 			return cli_exit_code(r);
 		}
 	} else {
-		r = vol_list_all(c, &vols);
+		r = vol_list_all(&c->core, &vols);
 		if (r < 0) {
 			log_error_errno(r, "Cannot list volumes: %m");
 			return cli_exit_code(r);
@@ -121,6 +121,18 @@ int cmd_status(struct cli *c, int argc, char **argv)
 					       : "",
 				       v->st.revoke_reason ? ")" : "");
 				printf("  last restore:  %s\n", fmt_time(v->st.last_restore, b, sizeof(b)));
+				if (v->tok.revoked)
+					printf("  header mark:   revoked %s%s%s%s\n",
+					       cescape_buf(v->tok.revoked_at, e1, sizeof(e1)),
+					       *v->tok.revoked_reason ? " (" : "",
+					       cescape_buf(v->tok.revoked_reason, e2, sizeof(e2)),
+					       *v->tok.revoked_reason ? ")" : "");
+				if (v->st.watch_verdict)
+					printf("  watcher:       %s at %s (%u denial%s in a row)%s\n",
+					       v->st.watch_verdict,
+					       fmt_time(v->st.watch_last_probe, b, sizeof(b)),
+					       v->st.watch_denials, v->st.watch_denials == 1 ? "" : "s",
+					       v->st.revoked_by_watcher ? "; revoked by the watcher" : "");
 			}
 			continue;
 		}
@@ -135,8 +147,8 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "state", json_object_new_string(state));
 		json_object_object_add(o, "suspended",
 				       json_object_new_boolean(v->mapped && v->map.suspended));
-		json_object_object_add(o, "revoked",
-				       json_object_new_boolean(v->has_state && v->st.revoked));
+		json_object_object_add(o, "revoked", json_object_new_boolean(vol_revoked(v)));
+		json_object_object_add(o, "header_revoked", json_object_new_boolean(v->tok.revoked));
 		json_object_object_add(o, "key", json_object_new_string(key_name(v)));
 		json_object_object_add(o, "key_description",
 				       v->mapped && v->map.key == VOLUME_KEY_KEYRING
@@ -149,7 +161,23 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "keyslot", json_object_new_int(v->tok.keyslot));
 		json_object_object_add(o, "revoke_reason",
 				       v->st.revoke_reason ? json_object_new_string(v->st.revoke_reason)
-							   : NULL);
+				       : v->tok.revoked && *v->tok.revoked_reason
+					       ? json_object_new_string(v->tok.revoked_reason)
+					       : NULL);
+		if (v->st.watch_verdict) {
+			json_object *wj = json_object_new_object();
+			char b[32];
+			json_object_object_add(wj, "verdict",
+					       json_object_new_string(v->st.watch_verdict));
+			format_rfc3339(v->st.watch_last_probe, b, sizeof(b));
+			json_object_object_add(wj, "last_probe", json_object_new_string(b));
+			json_object_object_add(wj, "consecutive_denials",
+					       json_object_new_int((int)v->st.watch_denials));
+			json_object_object_add(wj, "wiped_by_watcher",
+					       json_object_new_boolean(v->st.revoked &&
+								       v->st.revoked_by_watcher));
+			json_object_object_add(o, "watch", wj);
+		}
 		add_time(o, "last_unlock", v->st.last_unlock);
 		add_time(o, "last_lock", v->st.last_lock);
 		add_time(o, "last_revoke", v->st.last_revoke);

@@ -12,7 +12,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
-#include "cli/vol.h"
+#include "core/vol.h"
 #include "codec/token.h"
 #include "config/kms_config.h"
 #include "kmscrypt/exit.h"
@@ -102,7 +102,7 @@ static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
 		kms_error_describe(&err, buf, sizeof(buf));
 		return log_error_errno(r, "KMS '%s' (%s) could not wrap the new secret: %s; %s.",
 				       h->cfg.name, h->cfg.provider->name, buf,
-				       cli_hint_for_error(r, &err));
+				       core_hint_for_error(r, &err));
 	}
 	t.keyslot = keyslot;
 	t.kms = h->cfg.name;
@@ -123,22 +123,22 @@ static void record_binding(const struct cli *c, const char *action, const char *
 	struct volume_state s = {};
 
 	if (strcmp(result, "ok") == 0) {
-		int r = usage_record(c->state_dir, kms, uuid, device);
+		int r = usage_record(c->core.state_dir, kms, uuid, device);
 		if (r < 0)
 			log_warning_errno(r, "Cannot record that '%s' uses KMS '%s', ignoring: %m",
 					  device, kms);
-		if (state_load(c->state_dir, uuid, &s) < 0)
+		if (state_load(c->core.state_dir, uuid, &s) < 0)
 			snprintf(s.uuid, sizeof(s.uuid), "%s", uuid);
 		free(s.device);
 		free(s.kms);
 		s.device = strdup(device);
 		s.kms = strdup(kms);
 		s.revoked = false;
-		if (state_save(c->state_dir, &s) < 0)
+		if (state_save(c->core.state_dir, &s) < 0)
 			log_warning("Cannot save state for %s, ignoring.", uuid);
 		volume_state_done(&s);
 	}
-	(void)audit_append(c->state_dir, &(struct audit_record){.action = action,
+	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = action,
 								 .uuid = uuid,
 								 .device = device,
 								 .kms = kms,
@@ -209,7 +209,7 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	r = device_exists(device);
 	if (r < 0)
 		return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
-	lock = cli_lock(c);
+	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
 
@@ -243,7 +243,7 @@ int cmd_format(struct cli *c, int argc, char **argv)
 				    recovery_path);
 		goto out;
 	}
-	r = kms_handle_open(c, kms, &h);
+	r = kms_handle_open(&c->core, kms, &h);
 	if (r < 0)
 		goto out;
 
@@ -348,7 +348,7 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 	r = device_exists(device);
 	if (r < 0)
 		return cli_exit_code(r);
-	lock = cli_lock(c);
+	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
 	r = volume_read_header(device, &hdr);
@@ -372,7 +372,7 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 		log_error_errno(r, "Cannot read key file '%s': %m", keyfile);
 		goto out;
 	}
-	r = kms_handle_open(c, kms, &h);
+	r = kms_handle_open(&c->core, kms, &h);
 	if (r < 0)
 		goto out;
 	r = volume_free_keyslot(device, &keyslot);
@@ -424,10 +424,10 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 
 	if (argc != 2 || argv[1][0] == '-')
 		return log_error_errno(EINVAL, "Usage: kmscrypt unbind DEVICE"), KMSCRYPT_EXIT_USAGE;
-	lock = cli_lock(c);
+	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
-	r = cli_read_volume(argv[1], &hdr, &t, true);
+	r = core_read_volume(argv[1], &hdr, &t, true);
 	if (r < 0 && r != -EBADMSG)
 		goto out;
 	r = volume_unbind(argv[1]);
@@ -442,7 +442,7 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 		log_error_errno(r, "Cannot unbind '%s': %m", argv[1]);
 		goto out;
 	}
-	(void)audit_append(c->state_dir, &(struct audit_record){.action = "unbind",
+	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = "unbind",
 								 .uuid = hdr.uuid,
 								 .device = argv[1],
 								 .kms = t.kms,
@@ -471,16 +471,16 @@ static int check_one(const struct cli *c, struct kms_set *hs, const char *device
 	bool audit = false;
 	int r;
 
-	r = vol_from_device(c, device, &v, true);
+	r = vol_from_device(&c->core, device, &v, true);
 	if (r < 0)
 		goto out;
 	/* A revoked volume is not unwrapped, not even to test it: restore is the way back. */
-	if (vol_refusal(c, &v, v.msg, sizeof(v.msg))) {
+	if (vol_refusal(&c->core, &v, v.msg, sizeof(v.msg))) {
 		r = v.state_r < 0 && v.state_r != -ENOENT ? -EBADMSG : -EALREADY;
 		log_error("%s", v.msg);
 		goto out;
 	}
-	h = kms_set_get(c, hs, v.tok.kms, &r);
+	h = kms_set_get(&c->core, hs, v.tok.kms, &r);
 	if (!h)
 		goto out;
 	audit = true; /* a KMS round trip with the volume's secret */
@@ -489,7 +489,7 @@ static int check_one(const struct cli *c, struct kms_set *hs, const char *device
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "Cannot unwrap the secret of '%s' (UUID %s) through KMS '%s': %s; "
 				   "%s.",
-				device, v.hdr.uuid, v.tok.kms, buf, cli_hint_for_error(r, &err));
+				device, v.hdr.uuid, v.tok.kms, buf, core_hint_for_error(r, &err));
 		snprintf(v.msg, sizeof(v.msg), "%s", buf);
 		goto out;
 	}
@@ -508,7 +508,7 @@ out:
 	v.r = r;
 	v.ms = now_ms() - t0;
 	if (audit)
-		vol_audit(c, &v, "check", NULL);
+		vol_audit(&c->core, &v, "check", NULL);
 	if (c->json && v.hdr.uuid[0]) {
 		json_object *o = json_object_new_object();
 		json_object_object_add(o, "device", json_object_new_string(device));

@@ -7,7 +7,7 @@
 #include <strings.h>
 
 #include "codec/http_msg.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "util/cleanup.h"
 #include "util/secret.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "kmscrypt/token.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "util/cleanup.h"
 #include "util/escape.h"
 #include "util/secret.h"

@@ -15,7 +15,9 @@
 #define CONFIG_MAX_VALUE 4096
 
 /* Settings every configuration may have besides the provider's own. */
-static const char *const generic_keys[] = {"Provider", "Created", "Description", NULL};
+static const char *const generic_keys[] = {"Provider",    "Created",     "Description",
+					   "WatchInterval", "OnRevoke", "RevokeAfter",
+					   "AutoRestore", NULL};
 
 static int cfg_fail(struct config_error *err, unsigned line, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -381,8 +383,76 @@ fail:
 	return r;
 }
 
+static int parse_uint_range(const char *v, unsigned lo, unsigned hi, unsigned *ret)
+{
+	unsigned long n = 0;
+
+	if (!v || !*v || strlen(v) > 6)
+		return -EINVAL;
+	for (const char *p = v; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		n = n * 10 + (unsigned long)(*p - '0');
+	}
+	if (n < lo || n > hi)
+		return -EINVAL;
+	*ret = (unsigned)n;
+	return 0;
+}
+
+const char *kms_on_revoke_name(enum kms_on_revoke a)
+{
+	return a == KMS_ON_REVOKE_CLOSE ? "close" : a == KMS_ON_REVOKE_ALERT ? "alert" : "wipe";
+}
+
+int kms_config_watch_settings(const struct kms_config *c, struct kms_watch_settings *ret,
+			      struct config_error *err)
+{
+	struct kms_watch_settings w = {
+		.interval_sec = KMS_WATCH_INTERVAL_DEFAULT,
+		.on_revoke = KMS_ON_REVOKE_WIPE,
+		.revoke_after = KMS_WATCH_REVOKE_AFTER_DEFAULT,
+		.auto_restore = false,
+	};
+	const char *v;
+
+	if ((v = kms_config_get(c, "WatchInterval")) &&
+	    parse_uint_range(v, 1, 86400, &w.interval_sec) < 0)
+		return cfg_fail(err, 0, -EINVAL, "WatchInterval= (--interval) takes seconds, 1 to "
+						 "86400, not '%s'", v);
+	if ((v = kms_config_get(c, "RevokeAfter")) &&
+	    parse_uint_range(v, 1, 100, &w.revoke_after) < 0)
+		return cfg_fail(err, 0, -EINVAL, "RevokeAfter= (--revoke-after) takes a count of "
+						 "denials, 1 to 100, not '%s'", v);
+	if ((v = kms_config_get(c, "OnRevoke"))) {
+		if (strcmp(v, "wipe") == 0)
+			w.on_revoke = KMS_ON_REVOKE_WIPE;
+		else if (strcmp(v, "close") == 0)
+			w.on_revoke = KMS_ON_REVOKE_CLOSE;
+		else if (strcmp(v, "alert") == 0)
+			w.on_revoke = KMS_ON_REVOKE_ALERT;
+		else
+			return cfg_fail(err, 0, -EINVAL, "OnRevoke= (--on-revoke) is wipe, close or "
+							 "alert, not '%s'", v);
+	}
+	if ((v = kms_config_get(c, "AutoRestore"))) {
+		if (strcmp(v, "yes") == 0)
+			w.auto_restore = true;
+		else if (strcmp(v, "no") != 0)
+			return cfg_fail(err, 0, -EINVAL, "AutoRestore= is yes or no, not '%s'", v);
+	}
+	if (ret)
+		*ret = w;
+	return 0;
+}
+
 int kms_config_validate(const struct kms_config *c, struct config_error *err)
 {
+	int r;
+
+	r = kms_config_watch_settings(c, NULL, err);
+	if (r < 0)
+		return r == -EINVAL ? -EBADMSG : r;
 	for (const struct kms_option *o = c->provider->options; o->key; o++) {
 		const char *v = kms_config_get(c, o->key);
 		if ((o->flags & KMS_OPT_SECRET) && (!v || !*v))

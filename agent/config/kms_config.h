@@ -10,8 +10,8 @@
  *   KeyId=sha256:0123...
  *   Created=2026-11-30T17:00:00Z
  *
- * One "[KMS]" section; keys are those of the provider's option table plus Provider, Created and
- * Description.  A secret option X may instead be given as "XCredential=NAME": the secret is then
+ * One "[KMS]" section; keys are those of the provider's option table plus Provider, Created,
+ * Description and the watch settings (WatchInterval, OnRevoke, RevokeAfter, AutoRestore).  A secret option X may instead be given as "XCredential=NAME": the secret is then
  * read at use from the systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME, cli/common.c), so
  * it can be delivered with LoadCredentialEncrypted= instead of sitting in the file.  Unknown or
  * repeated keys, a missing Provider or a missing required key are errors that name the line.
@@ -23,6 +23,7 @@
  * heap strings.
  */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "kms/provider.h"
@@ -50,7 +51,25 @@ int kms_config_set(struct kms_config *c, const char *key, const char *value);
 /* Same for a value that arrives in locked memory (a secret read from a file or a credential):
  * stored in locked memory without a heap copy.  -EINVAL also when @value holds a NUL. */
 int kms_config_set_secret(struct kms_config *c, const char *key, const struct secret *value);
-/* Check required settings are present. -EINVAL with message when not. */
+/* What `kmscrypt watch` does for the volumes of a configuration (kmscrypt(8), watch). */
+enum kms_on_revoke {
+	KMS_ON_REVOKE_WIPE,  /* the revoke flow: mark, suspend, wipe the key */
+	KMS_ON_REVOKE_CLOSE, /* wipe, then remove the mapping once nothing holds it */
+	KMS_ON_REVOKE_ALERT, /* log and audit only */
+};
+#define KMS_WATCH_INTERVAL_DEFAULT 60
+#define KMS_WATCH_REVOKE_AFTER_DEFAULT 2
+struct kms_watch_settings {
+	unsigned interval_sec;  /* WatchInterval= (--interval), 1..86400, default 60 */
+	enum kms_on_revoke on_revoke; /* OnRevoke= (--on-revoke), default wipe */
+	unsigned revoke_after;  /* RevokeAfter= (--revoke-after): consecutive denials, 1..100, default 2 */
+	bool auto_restore;      /* AutoRestore=yes|no (--auto-restore), default no */
+};
+/* The watch settings of @c, defaults for those unset.  -EINVAL (message in @err) for a bad value. */
+int kms_config_watch_settings(const struct kms_config *c, struct kms_watch_settings *ret,
+			      struct config_error *err);
+const char *kms_on_revoke_name(enum kms_on_revoke a);
+/* Check required settings are present and watch settings valid. -EBADMSG with message when not. */
 int kms_config_validate(const struct kms_config *c, struct config_error *err);
 /* The option table entry for @key (provider options only), NULL when none. */
 const struct kms_option *kms_config_option(const struct kms_provider *p, const char *key);

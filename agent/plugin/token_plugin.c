@@ -6,7 +6,7 @@
  * systemd-cryptsetup (crypttab) open kmscrypt volumes through the KMS natively.
  *
  * The plugin is a thin edge over the agent's own code: token_parse() (codec), the KMS configuration
- * parser and the provider registry (kms/), kms_handle_unwrap() (cli/common.c), the state dir
+ * parser and the provider registry (kms/), kms_handle_unwrap() (core/kms.c), the state dir
  * (state/) and a fresh read of the header (volume/).  There is no second implementation of any provider.
  *
  * ABI (libcryptsetup.h, "external token handler"): libcryptsetup dlopen()s
@@ -38,13 +38,14 @@
 
 #include <libcryptsetup.h>
 
-#include "cli/cli.h"
+#include "core/core.h"
 #include "codec/token.h"
 #include "config/kms_config.h"
 #include "kmscrypt/token.h"
 #include "kmscrypt/version.h"
 #include "state/state.h"
 #include "util/cleanup.h"
+#include "util/clock.h"
 #include "util/escape.h"
 #include "util/fileio.h"
 #include "util/secret.h"
@@ -88,7 +89,7 @@ static const char *env_dir(const char *name, const char *def)
 	return e && *e ? e : def;
 }
 
-/* Load KMS configuration @name and open its provider: cli_kms_load() + kms_handle_open(), but
+/* Load KMS configuration @name and open its provider: core_kms_load() + kms_handle_open(), but
  * logging through crypt_log().  Returns 0 (h->open_r may still carry the provider's open error, as
  * with kms_handle_open()) or a libcryptsetup token error. */
 static int plugin_kms_open(struct crypt_device *cd, const char *config_dir, const char *name,
@@ -222,14 +223,6 @@ static int reread_token(struct crypt_device *cd, struct kmscrypt_token *ret)
 	return r;
 }
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* Every unwrap through the plugin goes into the agent's audit log, as `kmscrypt unlock` does, when
  * the state dir exists (a plugin does not create system directories).  Best effort: a failure to
  * record is logged, and does not stop the boot. */
@@ -242,7 +235,7 @@ static void plugin_audit(struct crypt_device *cd, const char *state_dir, const c
 	    .device = crypt_get_device_name(cd),
 	    .kms = kms,
 	    .result = result,
-	    .duration_ms = mono_ms() - t0,
+	    .duration_ms = now_ms() - t0,
 	};
 	int r;
 
@@ -257,7 +250,7 @@ static void plugin_audit(struct crypt_device *cd, const char *state_dir, const c
 int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, size_t *buffer_len,
 			  void *usrptr)
 {
-	double t0 = mono_ms();
+	double t0 = now_ms();
 	const char *config_dir = env_dir("KMSCRYPT_CONFIG_DIR", "/etc/kmscrypt");
 	const char *state_dir = env_dir("KMSCRYPT_STATE_DIR", "/var/lib/kmscrypt");
 	const struct kms_runtime rt = {.config_dir = config_dir, .timeout_ms = PLUGIN_TIMEOUT_MS};
@@ -310,8 +303,8 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 	if (r < 0) {
 		kms_error_describe(&err, desc, sizeof(desc));
 		plog(cd, CRYPT_LOG_ERROR, "kmscrypt: KMS '%s' (%s) %s for volume %s: %s; %s.", t.kms,
-		     h.cfg.provider->name, cli_kms_failure(r, &err), uuid, desc,
-		     cli_hint_for_error(r, &err));
+		     h.cfg.provider->name, core_kms_failure(r, &err), uuid, desc,
+		     core_hint_for_error(r, &err));
 		plugin_audit(cd, state_dir, uuid, t.kms, desc, t0);
 		r = token_errno(r);
 		goto out;

@@ -27,6 +27,7 @@ void volume_state_done(struct volume_state *s)
 	free(s->mapping);
 	free(s->kms);
 	free(s->revoke_reason);
+	free(s->watch_verdict);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -82,8 +83,15 @@ static int state_parse(const char *text, struct volume_state *ret)
 	if ((r = dupopt(jstr(o, "device"), &s.device)) < 0 ||
 	    (r = dupopt(jstr(o, "mapping"), &s.mapping)) < 0 ||
 	    (r = dupopt(jstr(o, "kms"), &s.kms)) < 0 ||
-	    (r = dupopt(jstr(o, "revoke_reason"), &s.revoke_reason)) < 0)
+	    (r = dupopt(jstr(o, "revoke_reason"), &s.revoke_reason)) < 0 ||
+	    (r = dupopt(jstr(o, "watch_verdict"), &s.watch_verdict)) < 0)
 		goto out;
+	s.revoked_by_watcher = json_object_object_get_ex(o, "revoked_by_watcher", &v) &&
+			       json_object_get_boolean(v);
+	s.watch_last_probe = jtime(o, "watch_last_probe");
+	if (json_object_object_get_ex(o, "watch_denials", &v) && json_object_is_type(v, json_type_int) &&
+	    json_object_get_int(v) >= 0)
+		s.watch_denials = (unsigned)json_object_get_int(v);
 	s.revoked = json_object_object_get_ex(o, "revoked", &v) && json_object_get_boolean(v);
 	s.last_unlock = jtime(o, "last_unlock");
 	s.last_lock = jtime(o, "last_lock");
@@ -160,6 +168,12 @@ int state_save(const char *dir, const struct volume_state *s)
 	add_time(o, "last_lock", s->last_lock);
 	add_time(o, "last_revoke", s->last_revoke);
 	add_time(o, "last_restore", s->last_restore);
+	if (s->revoked_by_watcher)
+		json_object_object_add(o, "revoked_by_watcher", json_object_new_boolean(true));
+	add_opt(o, "watch_verdict", s->watch_verdict);
+	add_time(o, "watch_last_probe", s->watch_last_probe);
+	if (s->watch_verdict)
+		json_object_object_add(o, "watch_denials", json_object_new_int((int)s->watch_denials));
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						     JSON_C_TO_STRING_NOSLASHESCAPE);
 	r = write_file_atomic(path, text, strlen(text), 0600, 0);

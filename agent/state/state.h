@@ -23,6 +23,11 @@ struct volume_state {
 	bool revoked;
 	char *revoke_reason;
 	time_t last_unlock, last_lock, last_revoke, last_restore; /* 0: never */
+	bool revoked_by_watcher; /* the mark was set by `kmscrypt watch` (auto-restore may lift it) */
+	/* what `kmscrypt watch` last saw: "usable", "denied", "unavailable", "invalid"; NULL: never */
+	char *watch_verdict;
+	time_t watch_last_probe;
+	unsigned watch_denials;  /* consecutive denied verdicts */
 };
 void volume_state_done(struct volume_state *s);
 

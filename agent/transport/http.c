@@ -20,7 +20,7 @@
 
 #include "codec/http_msg.h"
 #include "kmscrypt/version.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "transport/http.h"
 #include "util/cleanup.h"
 #include "util/secret.h"

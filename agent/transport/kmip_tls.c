@@ -23,7 +23,7 @@
 
 #include "kms/kmip/kmip_codec.h"
 #include "kms/kmip/ttlv_codec.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "transport/kmip_tls.h"
 #include "util/cleanup.h"
 #include "util/fileio.h"

@@ -2,7 +2,7 @@
 /*
  * Exit codes by cause, advice by cause (issue 8, item 11), at the provider/CLI seam: the local
  * provider (agent/kms/local/local_provider.c) marks a refused wrapped secret (token modified or
- * copied) as token_rejected, and cli_hint_for_error() then points to the recovery key instead of
+ * copied) as token_rejected, and core_hint_for_error() then points to the recovery key instead of
  * "restore access at the KMS"; a real denial keeps its advice; the new local-cause errnos map to
  * exit 1, not to "denied" (3).
  */
@@ -91,7 +91,7 @@ static void test_tampered_and_copied(void **state)
 	assert_int_equal(r, -EACCES);
 	assert_int_equal(cli_exit_code(r), KMSCRYPT_EXIT_DENIED); /* documented: exit 3 */
 	assert_true(err.token_rejected);
-	hint = cli_hint_for_error(r, &err);
+	hint = core_hint_for_error(r, &err);
 	assert_non_null(strstr(hint, "recovery key"));
 	assert_non_null(strstr(hint, "does not belong to this volume or was modified"));
 	assert_null(strstr(hint, "restore access"));
@@ -102,7 +102,7 @@ static void test_tampered_and_copied(void **state)
 	r = p->unwrap(f->ctx, &a, &w, &back, &err);
 	assert_int_equal(r, -EACCES);
 	assert_true(err.token_rejected);
-	assert_non_null(strstr(cli_hint_for_error(r, &err), "recovery key"));
+	assert_non_null(strstr(core_hint_for_error(r, &err), "recovery key"));
 	w.blob[w.blob_len / 2] ^= 1;
 
 	/* a token naming another key */
@@ -124,8 +124,8 @@ static void test_denial_keeps_its_advice(void **state)
 	/* a denial that is about the key, not the token (e.g. a revoked key) */
 	kms_error_set(&err, -EACCES, "DisabledException", "key is disabled");
 	assert_false(err.token_rejected);
-	assert_non_null(strstr(cli_hint_for_error(-EACCES, &err), "restore access"));
-	assert_string_equal(cli_hint_for_error(-EACCES, NULL), cli_hint_for(-EACCES));
+	assert_non_null(strstr(core_hint_for_error(-EACCES, &err), "restore access"));
+	assert_string_equal(core_hint_for_error(-EACCES, NULL), core_hint_for(-EACCES));
 }
 
 static void test_local_causes_exit_1(void **state)
@@ -134,7 +134,7 @@ static void test_local_causes_exit_1(void **state)
 	assert_int_equal(cli_exit_code(-ENOKEY), KMSCRYPT_EXIT_FAILURE);
 	assert_int_equal(cli_exit_code(-ENOLINK), KMSCRYPT_EXIT_FAILURE);
 	assert_int_equal(cli_exit_code(-ELOOP), KMSCRYPT_EXIT_FAILURE);
-	assert_non_null(strstr(cli_hint_for(-ENOKEY), "readable by root"));
+	assert_non_null(strstr(core_hint_for(-ENOKEY), "readable by root"));
 	/* unchanged */
 	assert_int_equal(cli_exit_code(-EACCES), KMSCRYPT_EXIT_DENIED);
 	assert_int_equal(cli_exit_code(-EBADMSG), KMSCRYPT_EXIT_INVALID);

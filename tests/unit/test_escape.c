@@ -165,7 +165,7 @@ static char *capture_journal(void (*fn)(void))
 
 static void log_forged(void)
 {
-	/* as cli_kms_load() logs a token's "kms" field, and a device name from the command line */
+	/* as core_kms_load() logs a token's "kms" field, and a device name from the command line */
 	log_error("Invalid KMS configuration name '%s': use letters.", "lab\n<0>kmscrypt: FORGED");
 	log_error_errno(ENOENT, "Device '%s' does not exist: %m", "/tmp/x\n<0>FORGED\x1b[2J");
 	log_warning("KMS said: %s", "\r<1>alert\x1b]0;pwned\a");

@@ -143,37 +143,37 @@ static void test_resolve(void **state)
 	/* no $CREDENTIALS_DIRECTORY: a clear error, nothing resolved */
 	unsetenv("CREDENTIALS_DIRECTORY");
 	load(&c, "SecretAccessKeyCredential=aws-sk\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), -ENOENT);
+	assert_int_equal(core_kms_resolve_credentials(&c), -ENOENT);
 	assert_null(kms_config_get(&c, "SecretAccessKey"));
 	kms_config_done(&c);
 
 	setenv("CREDENTIALS_DIRECTORY", tmpdir, 1);
 	load(&c, "SecretAccessKeyCredential=aws-sk\nSessionTokenCredential=tok\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), 0);
+	assert_int_equal(core_kms_resolve_credentials(&c), 0);
 	assert_string_equal(kms_config_get(&c, "SecretAccessKey"), "s3cr3t");
 	assert_string_equal(kms_config_get(&c, "SessionToken"), "t0ken");
 	kms_config_done(&c);
 
 	/* inline secrets are left alone */
 	load(&c, "SecretAccessKey=inline\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), 0);
+	assert_int_equal(core_kms_resolve_credentials(&c), 0);
 	assert_string_equal(kms_config_get(&c, "SecretAccessKey"), "inline");
 	kms_config_done(&c);
 
 	load(&c, "SecretAccessKeyCredential=missing\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), -ENOENT);
+	assert_int_equal(core_kms_resolve_credentials(&c), -ENOENT);
 	kms_config_done(&c);
 	load(&c, "SecretAccessKeyCredential=two-lines\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), -EBADMSG);
+	assert_int_equal(core_kms_resolve_credentials(&c), -EBADMSG);
 	kms_config_done(&c);
 	load(&c, "SecretAccessKeyCredential=empty\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), -EBADMSG);
+	assert_int_equal(core_kms_resolve_credentials(&c), -EBADMSG);
 	kms_config_done(&c);
 
 	/* a relative $CREDENTIALS_DIRECTORY is not trusted */
 	setenv("CREDENTIALS_DIRECTORY", "relative", 1);
 	load(&c, "SecretAccessKeyCredential=aws-sk\n");
-	assert_int_equal(cli_kms_resolve_credentials(&c), -ENOENT);
+	assert_int_equal(core_kms_resolve_credentials(&c), -ENOENT);
 	kms_config_done(&c);
 	unsetenv("CREDENTIALS_DIRECTORY");
 

@@ -129,7 +129,7 @@ static void test_config(void **state)
 	need_interposition();
 	tok = token_text(200);
 	arm();
-	/* the configuration text, as cli_kms_load() has it: in locked memory */
+	/* the configuration text, as core_kms_load() has it: in locked memory */
 	assert_int_equal(secret_new(4096, &text), 0);
 	n = (size_t)snprintf((char *)text->buf, 4096,
 			     "[KMS]\nProvider=restest\nEndpoint=https://kms\n"

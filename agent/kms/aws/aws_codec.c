@@ -12,7 +12,7 @@
 #include "codec/json_util.h"
 #include "codec/sigv4.h"
 #include "kms/aws/aws_codec.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "util/cleanup.h"
 #include "util/secret.h"
 

@@ -11,7 +11,7 @@
 
 #include "kms/kmip/kmip_codec.h"
 #include "kms/kmip/ttlv_codec.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "util/cleanup.h"
 #include "util/escape.h"
 #include "util/secret.h"

@@ -10,7 +10,7 @@
 #include "codec/base64.h"
 #include "codec/http_msg.h"
 #include "codec/json_util.h"
-#include "kms/provider.h"
+#include "codec/kms_error.h"
 #include "kms/vault/vault_codec.h"
 #include "util/cleanup.h"
 #include "util/secret.h"

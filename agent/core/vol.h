@@ -3,7 +3,7 @@
 #pragma once
 #include <stdbool.h>
 
-#include "cli/cli.h"
+#include "core/core.h"
 #include "codec/token.h"
 #include "state/state.h"
 #include "volume/volume.h"
@@ -22,7 +22,7 @@ struct vol {
 
 	/* outcome of the command for this volume */
 	int r;
-	int code; /* exit code when it is not cli_exit_code(r) (0: derive it from r) */
+	int code; /* exit code (include/kmscrypt/exit.h) when it is not the class of r; 0: derive it */
 	const char *result; /* "unlocked", "revoked", ... */
 	char msg[768];
 	double ms;
@@ -33,29 +33,30 @@ void vol_done(struct vol *v);
 void vol_list_free(struct vol **l);
 /* Fill @v from @device: header and token (-ENODEV when not kmscrypt), mapping, state.  Logs when
  * @log. */
-int vol_from_device(const struct cli *c, const char *device, struct vol *v, bool log);
+int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log);
 /* A target is a mapping name, a device path, a LUKS UUID, or the saved mapping name of a closed
  * volume.  Logs when not found. */
-int vol_resolve(const struct cli *c, const char *target, struct vol *v);
+int vol_resolve(const struct core_ctx *c, const char *target, struct vol *v);
 /* Every kmscrypt volume this host knows: scanned block devices, live mappings, saved state. */
-int vol_list_all(const struct cli *c, struct vol ***ret);
+int vol_list_all(const struct core_ctx *c, struct vol ***ret);
+/* Record a failure of the current command for @v: v->r = @r, v->msg from @fmt. */
+void vol_fail(struct vol *v, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Re-read header, token, state and mapping (after the lock was released); keeps device and the
  * mapping name to use. */
-int vol_refresh(const struct cli *c, struct vol *v);
+int vol_refresh(const struct core_ctx *c, struct vol *v);
 /* Revoked by either mark: the state dir's or the LUKS2 header's (include/kmscrypt/token.h). */
 bool vol_revoked(const struct vol *v);
 /* Why unlock must leave @v locked: its revoked mark or an unreadable state file (fail closed),
  * as one sentence naming the fix into @buf; NULL when it may be unlocked. */
-const char *vol_refusal(const struct cli *c, const struct vol *v, char *buf, size_t n);
+const char *vol_refusal(const struct core_ctx *c, const struct vol *v, char *buf, size_t n);
 /* "inactive", "active", "revoked-suspended", "revoked-closed", "suspended" */
 const char *vol_state_name(const struct vol *v);
 /* Save state changes: 0 or -errno, logs nothing (revoke and restore must fail on it). */
-int vol_save_state(const struct cli *c, struct vol *v);
+int vol_save_state(const struct core_ctx *c, struct vol *v);
 /* The same, where the state carries no safety property: a failure is a warning. */
-void vol_save_state_or_warn(const struct cli *c, struct vol *v);
+void vol_save_state_or_warn(const struct core_ctx *c, struct vol *v);
 /* Set (@at > 0, with @reason) or clear (@at == 0) the revoked mark in @v's LUKS2 header; @v's
  * header and token are updated on success.  0 when there was nothing to change; -errno. */
 int vol_mark_header(struct vol *v, time_t at, const char *reason);
-/* Exit code of @v's outcome. */
-int vol_exit(const struct vol *v);
-void vol_audit(const struct cli *c, const struct vol *v, const char *action, const char *reason);
+
+void vol_audit(const struct core_ctx *c, const struct vol *v, const char *action, const char *reason);

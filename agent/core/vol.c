@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/vol.h"
+#include "core/vol.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -31,7 +31,7 @@ void vol_list_free(struct vol **l)
 	free(l);
 }
 
-static void vol_fill_runtime(const struct cli *c, struct vol *v)
+static void vol_fill_runtime(const struct core_ctx *c, struct vol *v)
 {
 	v->mapped = volume_mapping_find(v->hdr.uuid, &v->map) == 0;
 	v->state_r = state_load(c->state_dir, v->hdr.uuid, &v->st);
@@ -41,10 +41,10 @@ static void vol_fill_runtime(const struct cli *c, struct vol *v)
 	else if (v->has_state && v->st.mapping)
 		snprintf(v->mapping, sizeof(v->mapping), "%s", v->st.mapping);
 	else
-		cli_default_mapping(v->hdr.label, v->hdr.uuid, v->mapping, sizeof(v->mapping));
+		core_default_mapping(v->hdr.label, v->hdr.uuid, v->mapping, sizeof(v->mapping));
 }
 
-int vol_from_device(const struct cli *c, const char *device, struct vol *v, bool log)
+int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log)
 {
 	int r;
 
@@ -55,7 +55,7 @@ int vol_from_device(const struct cli *c, const char *device, struct vol *v, bool
 		v->device = strdup(device);
 	if (!v->device)
 		return -ENOMEM;
-	r = cli_read_volume(device, &v->hdr, &v->tok, log);
+	r = core_read_volume(device, &v->hdr, &v->tok, log);
 	if (r < 0)
 		return r;
 	v->has_tok = true;
@@ -75,7 +75,7 @@ static int looks_like_uuid(const char *s)
 	return 1;
 }
 
-int vol_resolve(const struct cli *c, const char *target, struct vol *v)
+int vol_resolve(const struct core_ctx *c, const char *target, struct vol *v)
 {
 	struct volume_mapping m = {};
 	struct volume_state **states = NULL;
@@ -161,7 +161,7 @@ static bool list_has(struct vol **l, size_t n, const char *uuid)
 	return false;
 }
 
-int vol_list_all(const struct cli *c, struct vol ***ret)
+int vol_list_all(const struct core_ctx *c, struct vol ***ret)
 {
 	struct vol **l = calloc(1, sizeof(*l));
 	size_t n = 0;
@@ -222,7 +222,7 @@ int vol_list_all(const struct cli *c, struct vol ***ret)
 	return 0;
 }
 
-int vol_refresh(const struct cli *c, struct vol *v)
+int vol_refresh(const struct core_ctx *c, struct vol *v)
 {
 	char mapping[sizeof(v->mapping)];
 	int r;
@@ -233,7 +233,7 @@ int vol_refresh(const struct cli *c, struct vol *v)
 	volume_state_done(&v->st);
 	v->has_tok = v->has_state = v->mapped = false;
 	v->map = (struct volume_mapping){};
-	r = cli_read_volume(v->device, &v->hdr, &v->tok, true);
+	r = core_read_volume(v->device, &v->hdr, &v->tok, true);
 	if (r < 0)
 		return r;
 	v->has_tok = true;
@@ -247,7 +247,7 @@ bool vol_revoked(const struct vol *v)
 	return (v->has_state && v->st.revoked) || (v->has_tok && v->tok.revoked);
 }
 
-const char *vol_refusal(const struct cli *c, const struct vol *v, char *buf, size_t n)
+const char *vol_refusal(const struct core_ctx *c, const struct vol *v, char *buf, size_t n)
 {
 	if (v->state_r < 0 && v->state_r != -ENOENT) {
 		/* Fail closed: only a missing state file means "no mark". */
@@ -281,11 +281,6 @@ const char *vol_refusal(const struct cli *c, const struct vol *v, char *buf, siz
 	return NULL;
 }
 
-int vol_exit(const struct vol *v)
-{
-	return v->code ? v->code : cli_exit_code(v->r);
-}
-
 const char *vol_state_name(const struct vol *v)
 {
 	bool revoked = vol_revoked(v);
@@ -298,7 +293,7 @@ const char *vol_state_name(const struct vol *v)
 	return revoked ? "revoked-closed" : "inactive";
 }
 
-int vol_save_state(const struct cli *c, struct vol *v)
+int vol_save_state(const struct core_ctx *c, struct vol *v)
 {
 	if (!v->has_state) {
 		snprintf(v->st.uuid, sizeof(v->st.uuid), "%s", v->hdr.uuid);
@@ -321,7 +316,7 @@ int vol_save_state(const struct cli *c, struct vol *v)
 	return state_save(c->state_dir, &v->st);
 }
 
-void vol_save_state_or_warn(const struct cli *c, struct vol *v)
+void vol_save_state_or_warn(const struct core_ctx *c, struct vol *v)
 {
 	int r = vol_save_state(c, v);
 
@@ -348,7 +343,7 @@ int vol_mark_header(struct vol *v, time_t at, const char *reason)
 	if (r < 0)
 		return r;
 	/* Read back what the header now says: the mark is only set when it reads back. */
-	r = cli_read_volume(v->device, &hdr, &tok, false);
+	r = core_read_volume(v->device, &hdr, &tok, false);
 	if (r < 0)
 		return r;
 	if (tok.revoked != (at > 0)) {
@@ -363,7 +358,7 @@ int vol_mark_header(struct vol *v, time_t at, const char *reason)
 	return 0;
 }
 
-void vol_audit(const struct cli *c, const struct vol *v, const char *action, const char *reason)
+void vol_audit(const struct core_ctx *c, const struct vol *v, const char *action, const char *reason)
 {
 	int r = audit_append(c->state_dir, &(struct audit_record){
 						   .action = action,

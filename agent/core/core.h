@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The core layer: what every front end (cli/, plugin/, watch/) shares, below them and above kms/,
+ * volume/, state/ and config/.  It owns
+ *   - one run's context (struct core_ctx: config and state dirs, lock timeout, KMS runtime),
+ *   - KMS configurations as loaded from the config dir, and the KMS handles of one run (kms_set:
+ *     each configuration opened once, one connection per endpoint),
+ *   - volumes as the flows see them (core/vol.h: header, token, mapping, state, marks),
+ *   - the flows: unlock, lock, revoke, restore (core/flows.h), including the revoked marks and the
+ *     wait for the token plugin's unlocks in flight.
+ * Front ends parse arguments and print; they never reach into each other.  Functions that log say so;
+ * each error is logged once, with what to do next.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "kms/provider.h"
+
+struct config_error;
+struct kmscrypt_token;
+struct volume_header;
+
+struct core_ctx {
+	const char *config_dir;    /* /etc/kmscrypt, or --config-dir / $KMSCRYPT_CONFIG_DIR */
+	const char *state_dir;     /* /var/lib/kmscrypt, or --state-dir / $KMSCRYPT_STATE_DIR */
+	unsigned lock_timeout_sec; /* how long to wait for the state-dir lock */
+	struct kms_runtime rt;     /* shared by the providers of one run */
+};
+
+/* The state-dir lock; logs on failure.  Returns fd or -errno. */
+int core_lock(const struct core_ctx *c);
+/* Refuse a state dir, configuration dir or its kms/ that exists but that others than root may
+ * change, or that is a symbolic link (util/safedir.h); logs the fix.  0 or -errno. */
+int core_check_dirs(const struct core_ctx *c);
+
+/* Load KMS configuration @name from the config dir; logs (naming file:line) on failure. */
+int core_kms_load(const struct core_ctx *c, const char *name, struct kms_config *ret);
+#define KMS_CONFIG_FILE_MAX (64 * 1024)
+/* The same without logging (the token plugin logs through libcryptsetup): read @path once into
+ * locked memory and parse it as configuration @name.  A file that holds a secret itself (not a
+ * credential reference) and that group or others may access is refused, as ssh(1) refuses such a
+ * private key.  Return: 0; -ENOENT; -EBADMSG (parse error, @err names the line); -EINVAL (the
+ * mode: @err's message says which 'chmod' fixes it); -EFBIG, -EISDIR, -EBADFD, -errno; -ENOMEM. */
+int kms_config_load_file(const char *path, const char *name, struct kms_config *ret,
+			 struct config_error *err);
+int core_kms_path(const struct core_ctx *c, const char *name, char **ret);
+/* Read every secret setting X given as "XCredential=NAME" from $CREDENTIALS_DIRECTORY/NAME
+ * (systemd credentials) into @cfg; logs on failure (-ENOENT: no such credential). */
+int core_kms_resolve_credentials(struct kms_config *cfg);
+
+/* An opened provider for one configuration. */
+struct kms_handle {
+	struct kms_config cfg;
+	void *ctx;
+	int open_r;               /* result of open; < 0: every use fails with it */
+	struct kms_error open_err;
+};
+int kms_handle_open(const struct core_ctx *c, const char *name, struct kms_handle *ret);
+void kms_handle_done(struct kms_handle *h);
+/* The KMS handles of one run: each configuration is opened once and shared by all volumes bound
+ * to it (one HTTPS client, so one TLS connection per endpoint).  kms_set_get() opens on first use
+ * and remembers a failure, so it is logged once; call it from one thread, or open every handle
+ * first and let threads only look them up. */
+struct kms_set {
+	struct kms_handle **h; /* grows as configurations are met: no limit on their number */
+	int *r;
+	size_t n;
+};
+struct kms_handle *kms_set_get(const struct core_ctx *c, struct kms_set *s, const char *name,
+			       int *ret_r);
+void kms_set_done(struct kms_set *s);
+
+/* Unwrap the secret of a volume through @h; fills @err; no logging. */
+int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscrypt_token *t,
+		      struct secret **ret, struct kms_error *err);
+
+/* "<code>: <message> (HTTP n, request id)" into @buf for one-line errors. */
+void kms_error_describe(const struct kms_error *e, char *buf, size_t n);
+/* What to tell the operator after an unwrap error. */
+const char *core_hint_for(int r);
+/* The same, by cause where the provider said more than @r (@e->token_rejected: the recovery key,
+ * not the KMS); @e may be NULL. */
+const char *core_hint_for_error(int r, const struct kms_error *e);
+/* What the KMS did, for "KMS 'x' (aws) %s: ...": "denied access", "could not be reached", ... */
+const char *core_kms_failure(int r, const struct kms_error *e);
+
+/* Read a header and its kmscrypt token; logs when @log is set.  -ENODEV: no LUKS2/no token. */
+int core_read_volume(const char *device, struct volume_header *ret_hdr,
+		    struct kmscrypt_token *ret_tok, bool log);
+
+/* Default mapping name for a volume: its label when usable, else "kmscrypt-<uuid8>". */
+void core_default_mapping(const char *label, const char *uuid, char *buf, size_t n);
+int core_mapping_name_valid(const char *name);

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+#include <time.h>
+
+#include "util/clock.h"
+
+double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
