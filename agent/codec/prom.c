@@ -7,14 +7,14 @@
  *   # TYPE <name> counter|gauge
  *   <name>{<label>="<value>",...} <value>
  *
- * Every sample of a family follows its TYPE line without another family in between (the Go
- * parser node_exporter uses rejects a family that is split).  The names and conventions are
+ * "All lines for a given metric must be provided as one single group, with the optional HELP
+ * and TYPE lines first", and a name has one HELP and one TYPE line at most: so each family is
+ * written whole, its samples in the order of the snapshot.  The names and conventions are
  * documented in prom.h.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -85,6 +85,7 @@ struct watcher {
 	size_t n_vols;
 	uint64_t rounds;
 	double round_ms, last_round; /* duration (ms), start (unix seconds) */
+	int metrics_r;               /* the last write's result: a failure is logged when it changes */
 };
 
 static const char *verdict_of(int r)
@@ -420,8 +421,12 @@ static void write_metrics(struct watcher *w, bool up)
 							 .kms = mk,
 							 .n_kms = nk,
 						 });
-	if (r < 0)
-		log_warning_errno(r, "Cannot write the metrics file '%s': %m", w->metrics_file);
+	if (r < 0 && r != w->metrics_r)
+		log_warning_errno(r, "Cannot write the metrics file '%s'%s: %m", w->metrics_file,
+				  r == -ENOENT ? " (is node_exporter's textfile directory there?)" : "");
+	else if (r == 0 && w->metrics_r < 0)
+		log_info("Writing the metrics file '%s' again.", w->metrics_file);
+	w->metrics_r = r;
 out:
 	free(mv);
 	free(mk);

@@ -20,7 +20,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 expect_rc 0 "test_prom writes the sample metrics file" -- \
 	env KMSCRYPT_PROM_SAMPLE="$tmp/kmscrypt.prom" "$gen"
-expect_eq "$(stat -c %a "$tmp/kmscrypt.prom" 2>&1)" 644 "metrics file mode 0644 (node_exporter reads it)"
+expect_eq "$(stat -c %a "$tmp/kmscrypt.prom" 2>&1)" 644 \
+	"metrics file mode 0644 (node_exporter reads it)"
 expect_eq "$(ls -A "$tmp")" kmscrypt.prom "no temporary file left beside it"
 
 check() { # FILE: PASS/FAIL lines from the parser and the grammar check

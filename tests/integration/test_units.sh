@@ -19,12 +19,23 @@ max_exposure=4.0
 root=$tmp/root
 mkdir -p "$root/usr/local/sbin" "$root/usr/local/lib/systemd/system"
 cp "$K" "$root/usr/local/sbin/kmscrypt"
+# What a unit with default dependencies (kmscrypt-watch.service) needs from the OS: the targets
+# it is ordered against, and /bin/kill of its ExecReload=.
+mkdir -p "$root/usr/lib/systemd/system" "$root/bin"
+for t in sysinit.target basic.target shutdown.target network-online.target multi-user.target; do
+	cp "/usr/lib/systemd/system/$t" "$root/usr/lib/systemd/system/" ||
+		{ echo "FATAL: /usr/lib/systemd/system/$t missing" >&2; exit 1; }
+done
+cp /bin/kill "$root/bin/kill" || { echo "FATAL: /bin/kill missing (procps)" >&2; exit 1; }
 units=()
 for u in "$src"/unit/*.service; do
 	cp "$u" "$root/usr/local/lib/systemd/system/"
 	units+=("${u##*/}")
 done
 expect_eq "$((${#units[@]} > 0))" 1 "unit/ has service units (${units[*]})"
+for u in kmscrypt-unlock.service kmscrypt-watch.service; do
+	expect_eq "$(printf '%s\n' "${units[@]}" | grep -cxF "$u")" 1 "unit/ has $u"
+done
 
 # --man=no: the man page is not installed into this root (man/kmscrypt.8 is checked by the build).
 for u in "${units[@]}"; do
@@ -85,14 +96,49 @@ expect_rc 0 "systemd-analyze verify against this machine's units" -- \
 expect_not_out "cycle" "no ordering cycle reported"
 expect_eq "$OUT" "" "verify against this machine's units prints nothing"
 
+# ---- kmscrypt-watch.service (notes/watch-contract.md)
+u=$src/unit/kmscrypt-watch.service
+expect_eq "$(prop Type)" notify "watch unit is Type=notify (READY=1 after the first round)"
+expect_eq "$(prop NotifyAccess)" main "only the watcher's main process may notify"
+expect_eq "$(prop ExecStart)" \
+	"kmscrypt watch --metrics-file /var/lib/prometheus/node-exporter/kmscrypt.prom" \
+	"ExecStart runs the watcher with node_exporter's textfile directory"
+expect_eq "$(prop ExecReload)" '/bin/kill -HUP $MAINPID' "reload is SIGHUP"
+expect_eq "$(prop WatchdogSec)" 120 "WatchdogSec=120 (pings at 60 s, half of it)"
+expect_eq "$(prop Restart)" on-failure "Restart=on-failure"
+expect_eq "$(prop WantedBy)" multi-user.target "WantedBy=multi-user.target"
+after=$(prop After) wants=$(prop Wants)
+for t in kmscrypt-unlock.service network-online.target; do
+	expect_eq "$(expect_out_of $t "$after" && echo y)" y "watch unit After= $t"
+done
+expect_eq "$(expect_out_of network-online.target "$wants" && echo y)" y \
+	"watch unit Wants= network-online.target"
+expect_eq "$(prop ReadWritePaths)" "-/run/cryptsetup -/var/lib/prometheus/node-exporter" \
+	"watch unit may write the LUKS2 locks and the metrics directory, both optional"
+# Hardened exactly like the unlock unit: the same settings from NoNewPrivileges= to UMask=, but
+# for ReadWritePaths= (checked above).
+hardening() { # UNIT: its hardening settings, comments and ReadWritePaths= left out, sorted
+	sed -n '/^NoNewPrivileges=/,/^UMask=/p' "$1" | grep -v -e '^#' -e '^ReadWritePaths=' | sort
+}
+expect_eq "$(hardening "$u")" "$(hardening "$src/unit/kmscrypt-unlock.service")" \
+	"watch unit has the unlock unit's hardening"
+expect_eq "$(hardening "$u" | grep -cx -e NoNewPrivileges=yes -e UMask=0077)" 2 \
+	"... and the comparison saw the whole block (NoNewPrivileges= to UMask=)"
+
+mkdir -p host
+sed "s|^ExecStart=kmscrypt |ExecStart=$K |" "$u" >host/kmscrypt-watch.service
+expect_rc 0 "systemd-analyze verify kmscrypt-watch.service against this machine's units" -- \
+	systemd-analyze verify --man=no host/kmscrypt-watch.service
+expect_eq "$OUT" "" "verify of the watch unit against this machine's units prints nothing"
+
 # ---- security score (recorded in the test log)
-systemd-analyze security --offline=yes --root="$root" --no-pager kmscrypt-unlock.service \
-	>security.out 2>&1
-score=$(sed -n 's/.*Overall exposure level for kmscrypt-unlock.service: \([0-9.]*\).*/\1/p' \
-	security.out)
-echo "# systemd-analyze security kmscrypt-unlock.service: exposure $score (lower is better)"
-grep '✗' security.out | sed 's/^/#   /'
-expect_eq "$(awk -v s="$score" -v m="$max_exposure" 'BEGIN { print (s != "" && s <= m) }')" 1 \
-	"exposure level $score <= $max_exposure"
+for u in kmscrypt-unlock.service kmscrypt-watch.service; do
+	systemd-analyze security --offline=yes --root="$root" --no-pager "$u" >security.out 2>&1
+	score=$(sed -n "s/.*Overall exposure level for $u: \([0-9.]*\).*/\1/p" security.out)
+	echo "# systemd-analyze security $u: exposure $score (lower is better)"
+	grep '✗' security.out | sed 's/^/#   /'
+	expect_eq "$(awk -v s="$score" -v m="$max_exposure" 'BEGIN { print (s != "" && s <= m) }')" \
+		1 "$u: exposure level $score <= $max_exposure"
+done
 
 finish
