@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* argv -> command; process hardening; the only place that calls exit(). */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,14 @@ static int parse_globals(struct cli *c, int *argc, char **argv, bool *help, bool
 			c->json = true;
 			continue;
 		}
-		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+		/* -q is cryptsetup's --batch-mode: scripts that pass it expect no question (and,
+		 * as kmscrypt's -q always did, errors only); --quiet alone still asks. */
+		if (!strcmp(a, "-q") || !strcmp(a, "--batch-mode")) {
+			c->batch = true;
+			c->quiet = true;
+			continue;
+		}
+		if (!strcmp(a, "--quiet")) {
 			c->quiet = true;
 			continue;
 		}
@@ -85,7 +93,7 @@ static int parse_globals(struct cli *c, int *argc, char **argv, bool *help, bool
 			*help = true;
 			continue;
 		}
-		if (!strcmp(a, "--version")) {
+		if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
 			*version = true;
 			continue;
 		}
@@ -138,6 +146,7 @@ int main(int argc, char **argv)
 
 	harden();
 	log_setup();
+	opterr = 0; /* commands name a bad option themselves (cli_option_error()) */
 	if ((e = secure_getenv("KMSCRYPT_CONFIG_DIR")) && *e)
 		c.core.config_dir = e;
 	if ((e = secure_getenv("KMSCRYPT_STATE_DIR")) && *e)
@@ -169,7 +178,11 @@ int main(int argc, char **argv)
 		if (strcmp(argv[1], commands[i].name) != 0)
 			continue;
 		if (help) {
-			cli_help(commands[i].name, stdout);
+			char sub[32];
+			/* "kms create --help": that subcommand's help, not the whole kms page */
+			snprintf(sub, sizeof(sub), "%s %s", commands[i].name, argc > 2 ? argv[2] : "");
+			if (argc <= 2 || cli_help(sub, stdout) < 0)
+				cli_help(commands[i].name, stdout);
 			return 0;
 		}
 		/* Every command reads or changes root's files (KMS configurations are mode 0600,

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <getopt.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -46,6 +48,7 @@ int cli_exit_code(int r)
 	case -EALREADY:
 		return KMSCRYPT_EXIT_CONFLICT;
 	case -EINVAL:
+	case -ENOTTY: /* a confirmation was needed, no terminal and no -q (cli_confirm()) */
 		return KMSCRYPT_EXIT_USAGE;
 	case -ENOKEY:  /* a local file cannot be read for lack of permission: not the KMS's answer */
 	case -ENOLINK: /* a state or configuration dir others may change (util/safedir.h) */
@@ -86,4 +89,64 @@ void cli_print_json(struct json_object *o)
 	      stdout);
 	fputc('\n', stdout);
 	json_object_put(o);
+}
+
+int cli_confirm(const struct cli *c, const char *what, const char *warning)
+{
+	char buf[64];
+
+	if (c->batch)
+		return 0;
+	if (!isatty(STDIN_FILENO)) {
+		log_error("%s needs a confirmation and stdin is not a terminal; pass -q (--batch-mode) "
+			  "to confirm from a script.",
+			  what);
+		return -ENOTTY;
+	}
+	fprintf(stderr, "\nWARNING!\n========\n%s\n\nAre you sure? (Type 'yes' in capital letters): ",
+		warning);
+	fflush(stderr);
+	if (!fgets(buf, sizeof(buf), stdin) || strcmp(buf, "YES\n") != 0) {
+		if (!strchr(buf, '\n'))
+			fputc('\n', stderr);
+		log_error("%s: not confirmed; nothing was changed.", what);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+int cli_option_error(const char *cmd, int opt, char **argv)
+{
+	const char *arg = argv[optind - 1];
+	int len = (int)strcspn(arg, "=");
+
+	/* A short option inside a cluster ("-xy") is named by optopt; a long one by its word. */
+	if (opt == ':') {
+		if (strncmp(arg, "--", 2) != 0 && optopt)
+			log_error("Option '-%c' of '%s' needs a value. See 'kmscrypt %s --help'.",
+				  optopt, cmd, cmd);
+		else
+			log_error("Option '%.*s' of '%s' needs a value. See 'kmscrypt %s --help'.",
+				  len, arg, cmd, cmd);
+	} else if (strncmp(arg, "--", 2) != 0 && optopt) {
+		log_error("Unknown option '-%c' for '%s'. See 'kmscrypt %s --help'.", optopt, cmd,
+			  cmd);
+	} else {
+		log_error("Unknown option '%.*s' for '%s'. See 'kmscrypt %s --help'.", len, arg, cmd,
+			  cmd);
+	}
+	return KMSCRYPT_EXIT_USAGE;
+}
+
+int cli_reject_options(const char *cmd, int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (argv[i][0] == '-' && argv[i][1])
+			return log_error_errno(EINVAL, "Unknown option '%.*s' for '%s'. See 'kmscrypt "
+						       "%s --help'.",
+					       (int)strcspn(argv[i], "="), argv[i], cmd, cmd);
+	}
+	return 0;
 }

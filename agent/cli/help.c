@@ -44,6 +44,16 @@ static const char overview[] =
 	"Exit status: 0 ok, 1 failure, 2 usage, 3 KMS denied, 4 KMS unavailable, 5 volume error,\n"
 	"6 not found, 7 conflict, 8 invalid token/reply/config. See kmscrypt(8).\n";
 
+#define WATCH_OPTIONS                                                                              \
+	"\n"                                                                                       \
+	"Watch options (every provider; used by 'kmscrypt watch', changed by 'edit' without a KMS\n" \
+	"round trip):\n"                                                                           \
+	"  --interval SECONDS        probe every SECONDS, jittered by up to 10% (default 60)\n"    \
+	"  --on-revoke wipe|close|alert  what a revocation at the KMS does (default wipe)\n"       \
+	"  --revoke-after N          act after N denials in a row (default 2)\n"                   \
+	"  --auto-restore, --no-auto-restore  restore what the watcher wiped once the KMS\n"       \
+	"                            grants access again (default no)\n"
+
 static const struct {
 	const char *cmd;
 	const char *text;
@@ -80,7 +90,46 @@ static const struct {
 	 "  --generate         create PATH with a new random key (mode 0600, never overwrites)\n"
 	 "\n"
 	 "Example:\n"
+	 "  kmscrypt kms create lab --provider local --key-file /etc/kmscrypt/lab.key --generate\n"
+	 "\n"
+	 "'kmscrypt kms SUBCOMMAND --help' shows the help of one subcommand.\n"},
+	{"kms create",
+	 "Usage: kmscrypt kms create NAME --provider PROVIDER [PROVIDER OPTIONS] [WATCH OPTIONS]\n"
+	 "                           [--description T]\n"
+	 "\n"
+	 "Create KMS configuration NAME (CONFIG_DIR/kms/NAME.conf, mode 0600) and prove it with a\n"
+	 "wrap/unwrap round trip; nothing is written when the round trip fails. Secrets are read\n"
+	 "from files (--...-file F, '-' for stdin), never from the command line, or from systemd\n"
+	 "credentials (--...-credential NAME, read from $CREDENTIALS_DIRECTORY/NAME at use).\n"
+	 WATCH_OPTIONS
+	 "\n"
+	 "Provider local (tests and labs only):\n"
+	 "  --key-file PATH    256-bit master key: 32 raw bytes or base64 text\n"
+	 "  --generate         create PATH with a new random key (mode 0600, never overwrites)\n"
+	 "\n"
+	 "Example:\n"
 	 "  kmscrypt kms create lab --provider local --key-file /etc/kmscrypt/lab.key --generate\n"},
+	{"kms list", "Usage: kmscrypt kms list [--json]\n"
+		     "\n"
+		     "List the KMS configurations: name, provider, key and description.\n"},
+	{"kms show", "Usage: kmscrypt kms show NAME [--json]\n"
+		     "\n"
+		     "Show one KMS configuration with its secrets masked, and the volumes bound to "
+		     "it.\n"},
+	{"kms edit",
+	 "Usage: kmscrypt kms edit NAME [CREDENTIAL OPTIONS] [WATCH OPTIONS] [--description T]\n"
+	 "\n"
+	 "Change the credentials of configuration NAME (options marked 'editable' below), proved\n"
+	 "with a round trip before the file is replaced. The key a configuration names is\n"
+	 "immutable: volumes wrapped with it need it. Watch options change without a KMS round\n"
+	 "trip.\n" WATCH_OPTIONS},
+	{"kms delete", "Usage: kmscrypt kms delete NAME\n"
+		       "\n"
+		       "Delete configuration NAME. Refused once any volume was bound to it: old\n"
+		       "headers and backups may still need it.\n"},
+	{"kms check", "Usage: kmscrypt kms check NAME [--json]\n"
+		      "\n"
+		      "Prove configuration NAME works: a wrap/unwrap round trip through the KMS.\n"},
 	{"format",
 	 "Usage: kmscrypt format DEVICE --kms NAME [--label L] [--recovery-key-file F] [--force]\n"
 	 "                       [--sector-size N]\n"
@@ -189,7 +238,8 @@ int cli_help(const char *cmd, FILE *f)
 	for (size_t i = 0; i < ARRAY_SIZE(helps); i++)
 		if (strcmp(helps[i].cmd, cmd) == 0) {
 			fputs(helps[i].text, f);
-			if (strcmp(cmd, "kms") == 0)
+			if (!strcmp(cmd, "kms") || !strcmp(cmd, "kms create") ||
+			    !strcmp(cmd, "kms edit"))
 				print_remote_providers(f);
 			return 0;
 		}

@@ -533,6 +533,8 @@ static int kms_list(struct cli *c, int argc, char **argv)
 	char **names = NULL;
 	json_object *arr = NULL;
 	int r, worst = 0;
+	if (cli_reject_options("kms list", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 
 	if (argc > 1)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms list [--json]"),
@@ -599,6 +601,8 @@ static int kms_show(struct cli *c, int argc, char **argv)
 	char **uses = NULL;
 	json_object *o = NULL, *settings = NULL, *vols = NULL;
 	int r;
+	if (cli_reject_options("kms show", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms show NAME [--json]"),
@@ -776,6 +780,8 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 	_cleanup_free_ char *path = NULL;
 	char **uses = NULL;
 	int r, lock;
+	if (cli_reject_options("kms delete", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms delete NAME"),
@@ -838,6 +844,8 @@ static int kms_check(struct cli *c, int argc, char **argv)
 	char buf[512];
 	double ms;
 	int r;
+	if (cli_reject_options("kms check", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms check NAME [--json]"),

@@ -112,7 +112,9 @@ static int parse_target(int argc, char **argv, bool with_name, bool with_reason,
 	int opt;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
+		if (opt == '?' || opt == ':')
+			return cli_option_error(argv[0], opt, argv), -EINVAL;
 		if (opt == 'a')
 			o->all = true;
 		else if (opt == 'n' && with_name)
@@ -128,8 +130,11 @@ static int parse_target(int argc, char **argv, bool with_name, bool with_reason,
 				return log_error_errno(EINVAL, "--wait-kms takes seconds (0-86400), "
 							       "not '%s'.", optarg);
 			o->wait_kms = (unsigned)w;
-		} else
-			goto usage;
+		} else {
+			return log_error_errno(EINVAL, "Option '%.*s' does not apply to '%s'. Usage: %s",
+					       (int)strcspn(argv[optind - 1], "="), argv[optind - 1],
+					       argv[0], usage);
+		}
 	}
 	if (optind < argc)
 		o->target = argv[optind++];
@@ -391,6 +396,8 @@ int cmd_lock(struct cli *c, int argc, char **argv)
 			vol_audit(&c->core, vols[i], "lock", NULL);
 	}
 	print_results(c, vols, n, false);
+	if (o.all && n == 0 && !c->json && !c->quiet)
+		printf("No open kmscrypt volumes to lock.\n");
 	r = 0;
 	return finish_run(lock, r, vols, n);
 }
@@ -413,6 +420,8 @@ int cmd_revoke(struct cli *c, int argc, char **argv)
 		vol_audit(&c->core, vols[i], "revoke", o.reason);
 	}
 	print_results(c, vols, n, true);
+	if (o.all && n == 0 && !c->json && !c->quiet)
+		printf("No open kmscrypt volumes to revoke.\n");
 	r = 0;
 	return finish_run(lock, r, vols, n);
 }

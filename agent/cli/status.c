@@ -57,6 +57,8 @@ int cmd_status(struct cli *c, int argc, char **argv)
 	size_t n = 0;
 	int r;
 
+	if (cli_reject_options("status", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
 		return log_error_errno(EINVAL, "Usage: kmscrypt status [MAPPING|DEVICE|UUID] [--json]"),
 		       KMSCRYPT_EXIT_USAGE;

@@ -167,7 +167,7 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	int opt, r, lock = -1;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
 		char *end;
 		switch (opt) {
 		case 'k':
@@ -192,7 +192,7 @@ int cmd_format(struct cli *c, int argc, char **argv)
 				       KMSCRYPT_EXIT_USAGE;
 			break;
 		default:
-			return KMSCRYPT_EXIT_USAGE;
+			return cli_option_error("format", opt, argv);
 		}
 	}
 	if (optind + 1 != argc || !kms)
@@ -328,13 +328,13 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 	int opt, r, lock = -1, keyslot;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
 		if (opt == 'k')
 			kms = optarg;
 		else if (opt == 'K')
 			keyfile = optarg;
 		else
-			return KMSCRYPT_EXIT_USAGE;
+			return cli_option_error("bind", opt, argv);
 	}
 	if (optind + 1 != argc || !kms || !keyfile)
 		return log_error_errno(EINVAL, "Usage: kmscrypt bind DEVICE --kms NAME --key-file "
@@ -422,6 +422,8 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 	struct kmscrypt_token t = {};
 	int r, lock;
 
+	if (cli_reject_options("unbind", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 	if (argc != 2 || argv[1][0] == '-')
 		return log_error_errno(EINVAL, "Usage: kmscrypt unbind DEVICE"), KMSCRYPT_EXIT_USAGE;
 	lock = core_lock(&c->core);
@@ -544,6 +546,8 @@ int cmd_check(struct cli *c, int argc, char **argv)
 	json_object *arr = NULL;
 	int r, first = 0;
 
+	if (cli_reject_options("check", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 	if (argc < 2)
 		goto usage;
 	for (int i = 1; i < argc; i++)

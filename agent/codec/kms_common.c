@@ -34,18 +34,27 @@ void kms_error_sanitize(struct kms_error *e)
 	sanitize_field(e->request_id, sizeof(e->request_id));
 }
 
+static int kms_error_vset(struct kms_error *e, int r, bool rejected, const char *code,
+			  const char *fmt, va_list ap)
+{
+	if (!e)
+		return r;
+	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	/* one printable line: vendor messages and token fields may carry anything */
+	kms_error_sanitize(e);
+	if (rejected)
+		e->token_rejected = true;
+	return r;
+}
+
 int kms_error_set(struct kms_error *e, int r, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!e)
-		return r;
-	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
 	va_start(ap, fmt);
-	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	r = kms_error_vset(e, r, false, code, fmt, ap);
 	va_end(ap);
-	/* one printable line: vendor messages and token fields may carry anything */
-	kms_error_sanitize(e);
 	return r;
 }
 
@@ -53,14 +62,9 @@ int kms_error_reject(struct kms_error *e, int r, const char *code, const char *f
 {
 	va_list ap;
 
-	if (!e)
-		return r;
-	snprintf(e->code, sizeof(e->code), "%s", code ? code : "");
 	va_start(ap, fmt);
-	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	r = kms_error_vset(e, r, true, code, fmt, ap);
 	va_end(ap);
-	kms_error_sanitize(e);
-	e->token_rejected = true;
 	return r;
 }
 

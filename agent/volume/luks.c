@@ -126,6 +126,25 @@ static int token_find(struct crypt_device *cd)
 	return -ENOENT;
 }
 
+/* luks_open() and the kmscrypt token's id: -ENODEV when there is none. */
+static int luks_open_token(const char *device, struct crypt_device **ret_cd, int *ret_token)
+{
+	struct crypt_device *cd = NULL;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	r = token_find(cd);
+	if (r < 0) {
+		crypt_free(cd);
+		return -ENODEV;
+	}
+	*ret_cd = cd;
+	*ret_token = r;
+	return 0;
+}
+
 /*
  * Import @json as a new token assigned to exactly @keyslot.  libcryptsetup validates a token's
  * "keyslots" array on import (LUKS2_token_validate(): an array of strings naming existing
@@ -212,12 +231,9 @@ static int token_update_locked(const char *device, const char *old_json, const c
 	const char *cur = NULL;
 	int token, r;
 
-	r = luks_open(device, &cd);
+	r = luks_open_token(device, &cd, &token);
 	if (r < 0)
 		return r;
-	token = token_find(cd);
-	if (token < 0)
-		return -ENODEV;
 	r = crypt_token_json_get(cd, token, &cur);
 	if (r < 0)
 		return r;
@@ -241,14 +257,9 @@ int volume_reread_token(const char *device, char **ret_json)
 	/* No luks_lock(): that installs our log callback, and in the token plugin the process and
 	 * its libcryptsetup log belong to the host (cryptsetup, systemd-cryptsetup). */
 	volume_lock();
-	r = luks_open(device, &cd);
+	r = luks_open_token(device, &cd, &token);
 	if (r < 0)
 		goto out;
-	token = token_find(cd);
-	if (token < 0) {
-		r = -ENODEV;
-		goto out;
-	}
 	r = crypt_token_json_get(cd, token, &json);
 	if (r < 0)
 		goto out;
@@ -565,12 +576,9 @@ static int unbind_locked(const char *device)
 	bool ours[64] = {};
 	int token, max, left = 0, r;
 
-	r = luks_open(device, &cd);
+	r = luks_open_token(device, &cd, &token);
 	if (r < 0)
 		return r;
-	token = token_find(cd);
-	if (token < 0)
-		return -ENODEV;
 	max = MIN(crypt_keyslot_max(CRYPT_LUKS2), (int)ARRAY_SIZE(ours));
 	for (int ks = 0; ks < max; ks++) {
 		crypt_keyslot_info ki = crypt_keyslot_status(cd, ks);

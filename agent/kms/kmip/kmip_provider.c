@@ -742,16 +742,7 @@ static int kmip_unwrap(void *p, const struct kms_aad *aad, const struct kms_wrap
 	r = key_fetch(c, &key, err);
 	if (r < 0)
 		return r;
-	r = local_open(key, aadbuf, w->blob, w->blob_len, ret);
-	if (r == -EACCES)
-		return kms_error_reject(err, r, "InvalidCiphertext",
-					"wrapped secret does not authenticate for volume %s keyslot %d "
-					"(token tampered with, or copied from another volume)",
-					aad->uuid, aad->keyslot);
-	if (r == -EBADMSG)
-		return kms_error_reject(err, r, "InvalidCiphertext",
-					"wrapped secret has a bad length");
-	return r;
+	return local_open_volume(key, aad, w->blob, w->blob_len, ret, err);
 }
 
 /* One wrap/unwrap round trip in @c's current mode: does the server support it? */

@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 
 #include "codec/base64.h"
+#include "codec/kms_error.h"
 #include "kms/local/local_codec.h"
 #include "util/cleanup.h"
 #include "util/secret.h"
@@ -128,4 +129,25 @@ int local_open(const struct secret *key, const char *aad, const uint8_t *blob, s
 	plain->len = ctlen;
 	*ret_plain = TAKE_PTR(plain);
 	return 0;
+}
+
+int local_open_volume(const struct secret *key, const struct kms_aad *aad, const uint8_t *blob,
+		      size_t len, struct secret **ret_plain, struct kms_error *err)
+{
+	char aadbuf[128];
+	int r;
+
+	r = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
+	if (r < 0)
+		return r;
+	r = local_open(key, aadbuf, blob, len, ret_plain);
+	if (r == -EACCES)
+		return kms_error_reject(err, r, "InvalidCiphertext",
+					"wrapped secret does not authenticate for volume %s keyslot %d "
+					"(token tampered with, or copied from another volume)",
+					aad->uuid, aad->keyslot);
+	if (r == -EBADMSG)
+		return kms_error_reject(err, r, "InvalidCiphertext",
+					"wrapped secret has a bad length");
+	return r;
 }

@@ -29,3 +29,9 @@ int local_seal(const struct secret *key, const uint8_t nonce[LOCAL_NONCE_BYTES],
 /* -EACCES when the tag does not verify (wrong key, wrong volume, tampered), -EBADMSG when malformed. */
 int local_open(const struct secret *key, const char *aad, const uint8_t *blob, size_t len,
 	       struct secret **ret_plain);
+/* local_open() of a volume's wrapped secret (AAD from @aad), its refusal described in @err as a
+ * rejected token (codec/kms_error.h): the local provider and KMIP's local-wrap mode. */
+struct kms_aad;
+struct kms_error;
+int local_open_volume(const struct secret *key, const struct kms_aad *aad, const uint8_t *blob,
+		      size_t len, struct secret **ret_plain, struct kms_error *err);

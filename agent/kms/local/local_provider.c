@@ -174,9 +174,6 @@ static int local_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 			struct secret **ret, struct kms_error *err)
 {
 	struct local_ctx *c = p;
-	char aadbuf[128];
-	int r;
-
 	if (!w->alg || strcmp(w->alg, LOCAL_ALG) != 0)
 		return kms_error_set(err, -EBADMSG, "UnsupportedAlgorithm",
 				     "token algorithm '%s' is not %s", w->alg ? w->alg : "",
@@ -185,18 +182,7 @@ static int local_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 		return kms_error_reject(err, -EACCES, "KeyMismatch",
 				     "secret was wrapped with key %s, but '%s' holds key %s", w->key_id,
 				     c->path, c->key_id);
-	r = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
-	if (r < 0)
-		return r;
-	r = local_open(c->key, aadbuf, w->blob, w->blob_len, ret);
-	if (r == -EACCES)
-		return kms_error_reject(err, r, "InvalidCiphertext",
-				     "wrapped secret does not authenticate for volume %s keyslot %d "
-				     "(token tampered with, or copied from another volume)",
-				     aad->uuid, aad->keyslot);
-	if (r == -EBADMSG)
-		return kms_error_reject(err, r, "InvalidCiphertext", "wrapped secret has a bad length");
-	return r;
+	return local_open_volume(c->key, aad, w->blob, w->blob_len, ret, err);
 }
 
 const struct kms_provider kms_provider_local = {
