@@ -21,6 +21,9 @@
 /* The watcher is a front end of its own (watch/); main() only dispatches to it. */
 static int cmd_watch(struct cli *c, int argc, char **argv)
 {
+	/* watch/ parses its own options and does not name a bad one: let glibc's getopt do it
+	 * there (main() turns opterr off for the commands that name it themselves). */
+	opterr = 1;
 	return watch_main(&c->core, argc, argv);
 }
 

@@ -13,6 +13,9 @@ packages=(
 	# boot integration: systemd-cryptsetup (token plugin test), cloud-init (schema check and the
 	# provisioning test), sfdisk (partition tables the provisioning hook must refuse)
 	systemd cloud-init fdisk
+	# the Debian package (tests/integration/test_deb.sh: copy with git and cpio, build, lintian;
+	# tests/vm/test_deb_install.sh: logrotate rotates the audit log)
+	debhelper dpkg-dev lintian git logrotate
 	# the real-kernel VM
 	qemu-system-x86 linux-image-amd64 busybox-static cpio kmod xz-utils
 	# KMS servers and vendor clients for the fakes (run with /usr/bin/python3)

@@ -93,7 +93,7 @@ void cli_print_json(struct json_object *o)
 
 int cli_confirm(const struct cli *c, const char *what, const char *warning)
 {
-	char buf[64];
+	char buf[64] = "";
 
 	if (c->batch)
 		return 0;

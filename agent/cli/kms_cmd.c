@@ -669,7 +669,8 @@ static int kms_show(struct cli *c, int argc, char **argv)
 	} else {
 		if (!uses || !uses[0])
 			printf("UsedBy       (no volume yet)\n");
-		printf("Watch:       probe every %u s; on revoke: %s after %u denial%s; "
+		/* what `kmscrypt watch` does for this configuration's volumes */
+		printf("watch interval: %u s\non revoke: %s\nrevoke after: %u denial%s\n"
 		       "auto-restore: %s\n",
 		       ws.interval_sec, kms_on_revoke_name(ws.on_revoke), ws.revoke_after,
 		       ws.revoke_after == 1 ? "" : "s", ws.auto_restore ? "yes" : "no");

@@ -109,10 +109,10 @@ static int parse_target(int argc, char **argv, bool with_name, bool with_reason,
 					     {"reason", required_argument, NULL, 'r'},
 					     {"wait-kms", required_argument, NULL, 'w'},
 					     {}};
-	int opt;
+	int opt, li = 0;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
+	while ((opt = getopt_long(argc, argv, ":", opts, &li)) >= 0) {
 		if (opt == '?' || opt == ':')
 			return cli_option_error(argv[0], opt, argv), -EINVAL;
 		if (opt == 'a')
@@ -131,9 +131,8 @@ static int parse_target(int argc, char **argv, bool with_name, bool with_reason,
 							       "not '%s'.", optarg);
 			o->wait_kms = (unsigned)w;
 		} else {
-			return log_error_errno(EINVAL, "Option '%.*s' does not apply to '%s'. Usage: %s",
-					       (int)strcspn(argv[optind - 1], "="), argv[optind - 1],
-					       argv[0], usage);
+			return log_error_errno(EINVAL, "Option '--%s' does not apply to '%s'. Usage: %s",
+					       opts[li].name, argv[0], usage);
 		}
 	}
 	if (optind < argc)
@@ -281,6 +280,12 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct vol *v = vols[i];
+		/* A label with a space or a slash cannot name a mapping: say which name was used. */
+		if (v->result && !strcmp(v->result, "unlocked") && !o.name && v->hdr.label[0] &&
+		    strcmp(v->hdr.label, v->mapping) != 0)
+			log_notice("The label '%s' of '%s' cannot be a device-mapper name; opened it as "
+				   "/dev/mapper/%s.",
+				   v->hdr.label, v->device, v->mapping);
 		if (v->result && !strcmp(v->result, "unlocked")) {
 			v->st.last_unlock = time(NULL);
 			vol_save_state_or_warn(&c->core, v);

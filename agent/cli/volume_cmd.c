@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +27,26 @@
 #include "volume/volume.h"
 
 #define AUTH_KEY_MAX (8 * 1024 * 1024) /* cryptsetup's default key file size limit */
+
+/* format's floor: libcryptsetup's default LUKS2 header (16 MiB: two 16 KiB JSON areas and the
+ * keyslots area) plus 1 MiB of data, the least a filesystem or a test image can use. */
+#define FORMAT_HEADER_BYTES (16ull << 20)
+#define FORMAT_DATA_MIN_BYTES (1ull << 20)
+
+static int device_size(const char *device, uint64_t *ret)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode)) {
+		*ret = (uint64_t)st.st_size;
+		return 0;
+	}
+	return ioctl(fd, BLKGETSIZE64, ret) < 0 ? -errno : 0;
+}
 
 static int device_exists(const char *device)
 {
@@ -80,6 +102,24 @@ static int recovery_generate(struct secret **ret)
 	}
 	*ret = TAKE_PTR(out);
 	return 0;
+}
+
+/* cli_print_json(@o) plus a last member "recovery_key": @key, written from the locked secret
+ * straight to stdout so that no heap copy of it (json-c's strings) outlives this call.  Modhex
+ * and '-' need no JSON escaping. */
+static void print_json_with_key(json_object *o, const struct secret *key)
+{
+	const char *js = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+								   JSON_C_TO_STRING_SPACED |
+								   JSON_C_TO_STRING_NOSLASHESCAPE);
+	size_t n = strlen(js);
+
+	/* js is "{\n  ...\n}": print it without the closing brace, then the key member */
+	while (n > 0 && (js[n - 1] == '}' || js[n - 1] == '\n'))
+		n--;
+	printf("%.*s,\n  \"recovery_key\": \"%.*s\"\n}\n", (int)n, js, (int)key->len,
+	       (const char *)key->buf);
+	json_object_put(o);
 }
 
 static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
@@ -152,12 +192,15 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		{"kms", required_argument, NULL, 'k'},
 		{"label", required_argument, NULL, 'l'},
 		{"recovery-key-file", required_argument, NULL, 'R'},
+		{"no-recovery-key", no_argument, NULL, 'N'},
 		{"force", no_argument, NULL, 'f'},
 		{"sector-size", required_argument, NULL, 's'},
 		{}};
 	const char *kms = NULL, *label = NULL, *recovery_path = NULL, *device;
-	bool force = false, recovery_written = false;
+	bool force = false, recovery_written = false, no_recovery = false;
 	unsigned long sector = 0;
+	uint64_t size = 0;
+	char mapping[128];
 	struct kms_handle h = {};
 	_cleanup_secret_ struct secret *secret = NULL, *recovery = NULL;
 	_cleanup_free_ char *token = NULL, *what = NULL;
@@ -179,6 +222,9 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		case 'R':
 			recovery_path = optarg;
 			break;
+		case 'N':
+			no_recovery = true;
+			break;
 		case 'f':
 			force = true;
 			break;
@@ -197,7 +243,12 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	}
 	if (optind + 1 != argc || !kms)
 		return log_error_errno(EINVAL, "Usage: kmscrypt format DEVICE --kms NAME [--label L] "
-					       "[--recovery-key-file F] [--force]"),
+					       "[--recovery-key-file F | --no-recovery-key] "
+					       "[--force]"),
+		       KMSCRYPT_EXIT_USAGE;
+	if (no_recovery && recovery_path)
+		return log_error_errno(EINVAL, "--recovery-key-file and --no-recovery-key exclude "
+					       "each other."),
 		       KMSCRYPT_EXIT_USAGE;
 	device = argv[optind];
 	_cleanup_free_ char *abs = realpath(device, NULL);
@@ -209,9 +260,54 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	r = device_exists(device);
 	if (r < 0)
 		return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
+	r = device_size(device, &size);
+	if (r < 0)
+		return log_error_errno(r, "Cannot read the size of '%s': %m", device),
+		       cli_exit_code(r);
+	if (size < FORMAT_HEADER_BYTES + FORMAT_DATA_MIN_BYTES)
+		return log_error_errno(ENOSPC,
+				       "'%s' holds %llu bytes: too small for a LUKS2 volume, which "
+				       "needs 16 MiB of header and at least 1 MiB of data (17 MiB). "
+				       "Nothing was written.",
+				       device, (unsigned long long)size),
+		       cli_exit_code(-ENOSPC);
+
+	/* Ask (format --force over a signature) before taking the state lock: a person reading
+	 * the question must not hold up boot unlocks.  What was seen is checked again below. */
+	if (volume_read_header(device, &old) == 0 && volume_mapping_find(old.uuid, &m) == 0) {
+		r = log_error_errno(EBUSY,
+				    "'%s' (UUID %s) is open as '%s'. Lock it first; format never "
+				    "touches an open volume.",
+				    device, old.uuid, m.name);
+		goto out;
+	}
+	volume_header_done(&old);
+	r = volume_probe_blank(device, &what);
+	if (r == -EEXIST && !force) {
+		log_error("'%s' carries %s. Refusing to format it: that would destroy it. Pass "
+			  "--force if you really mean to.",
+			  device, what ? what : "a signature");
+		goto out;
+	}
+	if (r == -EEXIST) {
+		_cleanup_free_ char *warning = NULL;
+		if (asprintf(&warning, "This will overwrite %s on '%s' irrevocably.",
+			     what ? what : "the signature", device) < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = cli_confirm(c, "format --force", warning);
+		if (r < 0)
+			goto out;
+	} else if (r < 0) {
+		log_error_errno(r, "Cannot probe '%s': %m", device);
+		goto out;
+	}
 	lock = core_lock(&c->core);
-	if (lock < 0)
-		return cli_exit_code(lock);
+	if (lock < 0) {
+		r = lock;
+		goto out;
+	}
 
 	/* Refuse to destroy anything, and never an open volume even with --force. */
 	if (volume_read_header(device, &old) == 0) {
@@ -220,19 +316,6 @@ int cmd_format(struct cli *c, int argc, char **argv)
 					    "'%s' (UUID %s) is open as '%s'. Lock it first; format "
 					    "never touches an open volume.",
 					    device, old.uuid, m.name);
-			goto out;
-		}
-	}
-	if (!force) {
-		r = volume_probe_blank(device, &what);
-		if (r == -EEXIST) {
-			log_error("'%s' carries %s. Refusing to format it: that would destroy it. "
-				  "Pass --force if you really mean to.",
-				  device, what ? what : "a signature");
-			goto out;
-		}
-		if (r < 0) {
-			log_error_errno(r, "Cannot probe '%s': %m", device);
 			goto out;
 		}
 	}
@@ -257,10 +340,12 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	r = wrap_token(&h, uuid, 0, secret, &token);
 	if (r < 0)
 		goto out;
-	if (recovery_path) {
+	if (!no_recovery) {
 		r = recovery_generate(&recovery);
 		if (r < 0)
 			goto out;
+	}
+	if (recovery_path) {
 		/* Written first, so a volume never exists whose recovery key was lost. */
 		_cleanup_close_ int fd =
 			open(recovery_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
@@ -291,22 +376,54 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		goto out;
 	}
 	record_binding(c, "format", uuid, device, kms, "ok");
+	core_default_mapping(label, uuid, mapping, sizeof(mapping));
+	if (label && strcmp(label, mapping) != 0)
+		log_notice("Label '%s' cannot be a device-mapper name; 'kmscrypt unlock' will open "
+			   "'%s' as /dev/mapper/%s (choose another with --name).",
+			   label, device, mapping);
 	if (c->json) {
 		json_object *o = json_object_new_object();
 		json_object_object_add(o, "device", json_object_new_string(device));
 		json_object_object_add(o, "uuid", json_object_new_string(uuid));
 		json_object_object_add(o, "kms", json_object_new_string(kms));
 		json_object_object_add(o, "keyslot", json_object_new_int(0));
-		if (recovery_path)
+		if (recovery)
 			json_object_object_add(o, "recovery_keyslot", json_object_new_int(1));
-		cli_print_json(o);
+		if (recovery_path)
+			json_object_object_add(o, "recovery_key_file",
+					       json_object_new_string(recovery_path));
+		if (recovery && !recovery_path)
+			print_json_with_key(o, recovery);
+		else
+			cli_print_json(o);
 	} else if (!c->quiet) {
 		printf("Formatted '%s' as LUKS2 volume %s, bound to KMS '%s' (%s) in keyslot 0.\n",
 		       device, uuid, kms, h.cfg.provider->name);
 		if (recovery_path)
-			printf("Recovery passphrase (keyslot 1) written to '%s': store it offline.\n",
+			printf("Recovery key (keyslot 1) written to '%s': store it offline.\n",
 			       recovery_path);
 	}
+	if (recovery && !recovery_path && !c->json) {
+		/* The only copy, so printed even with -q: stdout is where the caller asked for it. */
+		printf("Recovery key (keyslot 1):\n\n    %.*s\n\n", (int)recovery->len,
+		       (const char *)recovery->buf);
+	}
+	if (recovery && !recovery_path) {
+		fflush(stdout);
+		if (ferror(stdout))
+			log_error("Could not print the recovery key of '%s'; add a new one with "
+				  "'cryptsetup luksAddKey' while the KMS works.",
+				  device);
+		else
+			log_warning("Store the recovery key of '%s' (UUID %s) offline now: it is shown "
+				    "only this once and opens the volume without the KMS (see "
+				    "RECOVERY in kmscrypt(8)).",
+				    device, uuid);
+	}
+	if (no_recovery)
+		log_warning("'%s' has no recovery key (--no-recovery-key): if KMS '%s' or its key is "
+			    "lost, so is the data. Add one with 'cryptsetup luksAddKey'.",
+			    device, kms);
 out:
 	if (lock >= 0)
 		close(lock);
@@ -420,18 +537,36 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 {
 	struct volume_header hdr = {};
 	struct kmscrypt_token t = {};
-	int r, lock;
+	int r, lock = -1, left = 0;
 
 	if (cli_reject_options("unbind", argc, argv) < 0)
 		return KMSCRYPT_EXIT_USAGE;
 	if (argc != 2 || argv[1][0] == '-')
 		return log_error_errno(EINVAL, "Usage: kmscrypt unbind DEVICE"), KMSCRYPT_EXIT_USAGE;
-	lock = core_lock(&c->core);
-	if (lock < 0)
-		return cli_exit_code(lock);
 	r = core_read_volume(argv[1], &hdr, &t, true);
 	if (r < 0 && r != -EBADMSG)
 		goto out;
+	/* Always asked: unbind removes the KMS way to the data, and LUKS2 does not record whether
+	 * a keyslot left is a recovery key someone kept or a passphrase long forgotten. */
+	r = volume_unbind_keyslots_left(argv[1], &left);
+	if (r == 0 && left > 0) {
+		_cleanup_free_ char *warning = NULL;
+		if (asprintf(&warning,
+			     "This removes the kmscrypt keyslot of '%s' (UUID %s): afterwards only "
+			     "the passphrase or recovery key of its %d other keyslot%s opens it.",
+			     argv[1], hdr.uuid, left, left == 1 ? "" : "s") < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+		r = cli_confirm(c, "unbind", warning);
+		if (r < 0)
+			goto out;
+	}
+	lock = core_lock(&c->core);
+	if (lock < 0) {
+		r = lock;
+		goto out;
+	}
 	r = volume_unbind(argv[1]);
 	if (r == -EPERM) {
 		log_error("Refusing to unbind '%s': its kmscrypt keyslot is the only one, and removing "
@@ -455,7 +590,8 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 		       "still records the volume.\n",
 		       argv[1], hdr.uuid, t.kms ? t.kms : "?");
 out:
-	close(lock);
+	if (lock >= 0)
+		close(lock);
 	token_done(&t);
 	volume_header_done(&hdr);
 	return cli_exit_code(r);

@@ -614,6 +614,35 @@ int volume_unbind(const char *device)
 	return r;
 }
 
+static int unbind_left_locked(const char *device, int *ret_left)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	int token, left = 0, r;
+
+	r = luks_open_token(device, &cd, &token);
+	if (r < 0)
+		return r;
+	for (int ks = 0; ks < crypt_keyslot_max(CRYPT_LUKS2); ks++) {
+		crypt_keyslot_info ki = crypt_keyslot_status(cd, ks);
+
+		if (crypt_token_is_assigned(cd, token, ks) != 0 &&
+		    (ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST))
+			left++;
+	}
+	*ret_left = left;
+	return 0;
+}
+
+int volume_unbind_keyslots_left(const char *device, int *ret_left)
+{
+	int r;
+
+	luks_lock();
+	r = unbind_left_locked(device, ret_left);
+	volume_unlock();
+	return r;
+}
+
 static int test_secret_locked(const char *device, int keyslot, const struct secret *secret)
 {
 	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;

@@ -88,6 +88,10 @@ int volume_token_update(const char *device, const char *old_json, const char *ne
  * that would leave no keyslot; -ENODEV when there is no kmscrypt token. */
 int volume_unbind(const char *device);
 
+/* How many active keyslots volume_unbind() would leave (those not assigned to the kmscrypt
+ * token); -ENODEV when there is no kmscrypt token.  Changes nothing. */
+int volume_unbind_keyslots_left(const char *device, int *ret_left);
+
 /* Does @secret open @keyslot of @device?  No activation.  0 or -EPERM. */
 int volume_test_secret(const char *device, int keyslot, const struct secret *secret);
 

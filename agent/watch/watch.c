@@ -78,6 +78,8 @@ struct wvol {
 
 struct watcher {
 	const struct core_ctx *c;
+	uint64_t wd_usec;  /* WatchdogSec= in microseconds, 0: none */
+	double next_ping;  /* monotonic ms */
 	const char *metrics_file;
 	struct wkms *kms;
 	size_t n_kms;
@@ -87,6 +89,18 @@ struct watcher {
 	double round_ms, last_round; /* duration (ms), start (unix seconds) */
 	int metrics_r;               /* the last write's result: a failure is logged when it changes */
 };
+
+/* A watchdog ping when one is due: between rounds and between the volumes of a round (a round of
+ * KMSes that time out can take longer than WatchdogSec=). */
+static void watchdog_ping(struct watcher *w)
+{
+	double now = now_ms();
+
+	if (w->wd_usec && now >= w->next_ping) {
+		(void)notify_send("WATCHDOG=1");
+		w->next_ping = now + (double)w->wd_usec / 2000.0;
+	}
+}
 
 static const char *verdict_of(int r)
 {
@@ -445,6 +459,24 @@ static int round_once(struct watcher *w, bool all, size_t *ret_watched)
 		return log_error_errno(r, "Cannot list volumes: %m");
 	for (size_t i = 0; i < w->n_vols; i++)
 		w->vols[i].seen = false;
+	/* Every watched volume and its configuration, first: a configuration met for the first time
+	 * is due at once (next_due 0). */
+	for (size_t j = 0; vols[j]; j++) {
+		struct vol *v = vols[j];
+		struct wvol *wv;
+		if (!v->has_tok || !watched(v))
+			continue;
+		watched_n++;
+		if (!kms_find(w, v->tok.kms))
+			break;
+		wv = vol_find(w, v->hdr.uuid);
+		if (!wv)
+			break;
+		wv->seen = true;
+		snprintf(wv->mapping, sizeof(wv->mapping), "%s", v->mapping);
+		snprintf(wv->kms, sizeof(wv->kms), "%s", v->tok.kms);
+		snprintf(wv->state, sizeof(wv->state), "%s", vol_state_name(v));
+	}
 	for (size_t i = 0; i < w->n_kms; i++) {
 		struct wkms *k = &w->kms[i];
 		struct kms_set ks = {};
@@ -468,6 +500,7 @@ static int round_once(struct watcher *w, bool all, size_t *ret_watched)
 			if (!wv)
 				break;
 			probe_volume(w, k, &ks, v, wv);
+			watchdog_ping(w);
 		}
 		kms_set_done(&ks); /* one connection per configuration and round */
 		if (any)
@@ -476,23 +509,6 @@ static int round_once(struct watcher *w, bool all, size_t *ret_watched)
 							     : k->ws.interval_sec);
 	mark_seen:
 		continue;
-	}
-	/* New configurations (a volume bound to one the watcher has not met): schedule now. */
-	for (size_t j = 0; vols[j]; j++) {
-		struct vol *v = vols[j];
-		struct wvol *wv;
-		if (!v->has_tok || !watched(v))
-			continue;
-		watched_n++;
-		if (!kms_find(w, v->tok.kms))
-			break;
-		wv = vol_find(w, v->hdr.uuid);
-		if (!wv)
-			break;
-		wv->seen = true;
-		snprintf(wv->mapping, sizeof(wv->mapping), "%s", v->mapping);
-		snprintf(wv->kms, sizeof(wv->kms), "%s", v->tok.kms);
-		snprintf(wv->state, sizeof(wv->state), "%s", vol_state_name(v));
 	}
 	vol_list_free(vols);
 	w->rounds++;
@@ -516,8 +532,6 @@ int watch_main(const struct core_ctx *c, int argc, char **argv)
 	struct watcher w = {.c = c};
 	struct sigaction sa = {.sa_handler = on_signal};
 	bool once = false, ready = false;
-	uint64_t wd_usec = notify_watchdog_usec();
-	double next_ping = 0;
 	int opt, r = 0;
 
 	optind = 1;
@@ -531,6 +545,7 @@ int watch_main(const struct core_ctx *c, int argc, char **argv)
 	}
 	if (optind != argc)
 		return watch_usage(stderr);
+	w.wd_usec = notify_watchdog_usec();
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGHUP, &sa, NULL);
@@ -550,10 +565,6 @@ int watch_main(const struct core_ctx *c, int argc, char **argv)
 		r = round_once(&w, first, &n_watched);
 		if (r < 0 && once)
 			break;
-		/* A configuration met for the first time in this round is probed right away. */
-		for (size_t i = 0; i < w.n_kms; i++)
-			if (w.kms[i].next_due == 0 && !once)
-				(void)round_once(&w, false, &n_watched);
 		write_metrics(&w, true);
 		snprintf(status, sizeof(status), "STATUS=watching %zu volume%s on %zu KMS; last round "
 						 "%.1f s",
@@ -578,10 +589,7 @@ int watch_main(const struct core_ctx *c, int argc, char **argv)
 					due = w.kms[i].next_due;
 			if (w.n_kms == 0)
 				due = now + 1000.0 * KMS_WATCH_INTERVAL_DEFAULT / 6; /* look for volumes */
-			if (wd_usec && now >= next_ping) {
-				(void)notify_send("WATCHDOG=1");
-				next_ping = now + (double)wd_usec / 2000.0;
-			}
+			watchdog_ping(&w);
 			if (got_term || got_hup || now >= due)
 				break;
 			usleep(100 * 1000);

@@ -86,11 +86,11 @@ expect_rc 2 "option without value" -- "$hook" --device /dev/null --kms x --mount
 expect_rc 2 "relative mount point" -- "$hook" --device /dev/null --kms x --mount data
 expect_rc 2 "unknown option" -- "$hook" --device /dev/null --kms x --mount /d --frobnicate
 expect_rc 1 "device that never appears" -- env KMSCRYPT="$K" "$hook" --device "$tmp/nodev" \
-	--kms x --mount /srv/x --wait 0 --fstab "$tmp/fstab" -- --provider local \
+	--kms x --mount /srv/x --wait 0 --fstab "$tmp/fstab" --no-recovery-key -- --provider local \
 	--key-file "$tmp/x.key" --generate
 expect_out "did not appear" "says the device did not appear"
 expect_rc 1 "no configuration and no create args" -- env KMSCRYPT="$K" "$hook" \
-	--device /dev/null --kms nosuch --mount /srv/x --wait 0
+	--device /dev/null --kms nosuch --mount /srv/x --wait 0 --no-recovery-key
 expect_out "no KMS configuration 'nosuch'" "says the configuration is missing"
 
 # A disk with a filesystem (an ext4 image behind a loop device) is refused and left untouched.
@@ -98,11 +98,13 @@ if [ "$(id -u)" = 0 ] && truncate -s 40M "$tmp/fs.img" && mkfs.ext4 -q -F "$tmp/
 	loopdev=$(losetup --find --show "$tmp/fs.img" 2>/dev/null); then
 	sum=$(head -c 8M "$loopdev" | sha256sum)
 	expect_rc 1 "hook refuses a disk with ext4" -- env KMSCRYPT="$K" "$hook" --device "$loopdev" \
-		--kms lab --mount "$tmp/mnt/lab" --fstab "$tmp/fstab" --no-enable -- --provider local \
+		--kms lab --mount "$tmp/mnt/lab" --fstab "$tmp/fstab" --no-enable \
+		--recovery-key-file "$tmp/escrow/lab.key" -- --provider local \
 		--key-file "$tmp/lab.key" --generate
 	expect_out "ext4" "the refusal names the filesystem"
 	expect_eq "$(head -c 8M "$loopdev" | sha256sum)" "$sum" "the ext4 disk is unchanged"
 	expect_rc 1 "no fstab written" -- test -s "$tmp/fstab"
+	expect_rc 1 "no recovery key file left behind" -- test -e "$tmp/escrow/lab.key"
 else
 	echo "skip - no loop device here: the refusal is covered by tests/vm/test_cloud_init.sh"
 fi

@@ -37,7 +37,8 @@ for h in helps.values():
 kms_sub = set(re.findall(r"kmscrypt kms ([a-z]+)", helps["kms"]))
 providers = set(re.findall(r"^Provider ([a-z0-9]+) \(", helps["kms"], re.M))
 # Options of other programs that the docs show next to kmscrypt's.
-foreign = {"--token-only": "cryptsetup open"}
+foreign = {"--token-only": "cryptsetup open",
+           "--header-backup-file": "cryptsetup luksHeaderBackup", "--type": "cryptsetup convert"}
 
 # KMS products by the name the docs would use, and the provider that would serve each.
 products = [

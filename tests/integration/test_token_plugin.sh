@@ -3,7 +3,9 @@
 # and without installing anything into system directories:
 #   - the ELF exports exactly the cryptsetup_token_* symbols, versioned CRYPTSETUP_TOKEN_1.0 (without
 #     that version libcryptsetup ignores the plugin), and `cmake --install` puts it into
-#     $(pkg-config --variable=libdir libcryptsetup)/cryptsetup (checked with DESTDIR);
+#     KMSCRYPT_TOKEN_PLUGIN_DIR (default: under the prefix; checked with DESTDIR); libcryptsetup
+#     loads plugins from $(pkg-config --variable=libdir libcryptsetup)/cryptsetup, where the Debian
+#     package puts it (tests/integration/test_deb.sh);
 #   - loaded with dlopen (python ctypes) next to libcryptsetup on a LUKS2 image file: version,
 #     validate and dump, and open, whose secret must open the kmscrypt keyslot of the header
 #     (crypt_activate_by_passphrase with no name: a header-only check), no stdout output, no thread or
@@ -37,16 +39,19 @@ expect_rc 0 "no text relocations, linked with -z now" -- \
 	sh -c "readelf -d '$P' | grep -q BIND_NOW && ! readelf -d '$P' | grep -q TEXTREL"
 
 # ---- cmake --install destination (DESTDIR: nothing is written outside $tmp)
-want_dir=$(pkg-config --variable=libdir libcryptsetup)/cryptsetup
+cache_get() { sed -n "s/^$1:[A-Z]*=//p" "$B/CMakeCache.txt"; }
+inst_dir=$(cache_get KMSCRYPT_TOKEN_PLUGIN_DIR)
+[[ $inst_dir == /* ]] || inst_dir=$(cache_get CMAKE_INSTALL_PREFIX)/$inst_dir
 expect_rc 0 "cmake --install into a DESTDIR" -- env DESTDIR="$tmp/dest" cmake --install "$B"
-expect_rc 0 "plugin installed into \$(pkg-config --variable=libdir libcryptsetup)/cryptsetup" -- \
-	test -f "$tmp/dest$want_dir/libcryptsetup-token-kmscrypt.so"
+expect_rc 0 "plugin installed into KMSCRYPT_TOKEN_PLUGIN_DIR ($inst_dir)" -- \
+	test -f "$tmp/dest$inst_dir/libcryptsetup-token-kmscrypt.so"
+want_dir=$(pkg-config --variable=libdir libcryptsetup)/cryptsetup
 ext_dir=$(/usr/bin/python3 -c 'import ctypes
 l = ctypes.CDLL("libcryptsetup.so.12")
 l.crypt_token_external_path.restype = ctypes.c_char_p
 print((l.crypt_token_external_path() or b"(disabled)").decode())')
 expect_eq "$(readlink -f "$ext_dir")" "$(readlink -f "$want_dir")" \
-	"libcryptsetup's plugin dir ($ext_dir) is the install dir"
+	"libcryptsetup's plugin dir ($ext_dir) is \$(pkg-config --variable=libdir libcryptsetup)/cryptsetup"
 
 # ---- the ABI driven through libcryptsetup on an image file
 cat >drive.py <<'EOF'

@@ -81,14 +81,14 @@ expect_eq "$(keyslot_state p.img 1)" token "the bound keyslot 1 has its token"
 # With ASan the shim cannot come first in the library list; that does not matter here.
 expect_rc 137 "unbind killed between its two header writes" -- \
 	env LD_PRELOAD="$tmp/crash.so" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
-	"$K" unbind p.img
+	"$K" -q unbind p.img
 expect_eq "$(keyslot_state p.img 1)" gone \
 	"after the crash the kmscrypt keyslot is gone (the token, now pointing at nothing, stays)"
 expect_rc 0 "the passphrase still opens" -- \
 	cryptsetup open --test-passphrase --key-slot 0 --key-file pass.txt p.img
 
 # The token left behind is found again and a second unbind finishes.
-expect_rc 0 "a second unbind removes what the crash left" -- "$K" unbind p.img
+expect_rc 0 "a second unbind removes what the crash left" -- "$K" -q unbind p.img
 expect_eq "$(n_tokens p.img)" 0 "no token left"
 expect_eq "$(keyslot_state p.img 1)" gone "no kmscrypt keyslot left"
 expect_rc 6 "check: no kmscrypt token" -- "$K" check p.img

@@ -59,7 +59,7 @@ case_hook() {
 	local dev mnt=$WORK/mnt/cidata fstab=$WORK/fstab before
 	t_loop dev hook 64M
 	: >"$fstab"
-	hook --device "$dev" --kms cik --mount "$mnt" --fstab "$fstab" -- \
+	hook --recovery-key-file "$WORK/escrow/k$T_NCMD.key" --device "$dev" --kms cik --mount "$mnt" --fstab "$fstab" -- \
 		--provider local --key-file "$WORK/cik.key" --generate
 	assert_eq 0 "$T_RC" "first run of the hook ($(tr '\n' ' ' <"$T_OUT"))"
 	assert_match "$DID_FORMAT" "$(<"$T_OUT")" "first run formats the blank disk"
@@ -81,7 +81,7 @@ case_hook() {
 	sync
 	before=$(fingerprint "$dev" cidata "$mnt")
 
-	hook --device "$dev" --kms cik --mount "$mnt" --fstab "$fstab" -- \
+	hook --recovery-key-file "$WORK/escrow/k$T_NCMD.key" --device "$dev" --kms cik --mount "$mnt" --fstab "$fstab" -- \
 		--provider local --key-file "$WORK/cik.key" --generate
 	assert_eq 0 "$T_RC" "second run ($(tr '\n' ' ' <"$T_OUT"))"
 	assert_no_match "$DID_FORMAT" "$(<"$T_OUT")" \
@@ -92,7 +92,7 @@ case_hook() {
 	# Simulated reboot: unmounted and locked; the hook unlocks and mounts, formats nothing.
 	umount "$mnt"
 	kc 0 "lock (simulated reboot)" -- lock cidata
-	hook --device "$dev" --kms cik --mount "$mnt" --fstab "$fstab"
+	hook --recovery-key-file "$WORK/escrow/k$T_NCMD.key" --device "$dev" --kms cik --mount "$mnt" --fstab "$fstab"
 	assert_eq 0 "$T_RC" "run after reboot ($(tr '\n' ' ' <"$T_OUT"))"
 	assert_match "unlocking" "$(<"$T_OUT")" "it unlocks the volume"
 	assert_no_match "$DID_FORMAT" "$(<"$T_OUT")" "it formats nothing"
@@ -107,7 +107,7 @@ case_foreign() {
 	mkfs.ext4 -q "$dev"
 	read -r sum _ < <(head -c 8M "$dev" | sha256sum)
 	t_kms_local cif
-	hook --device "$dev" --kms cif --mount "$mnt" --fstab "$WORK/fstab" --no-enable
+	hook --recovery-key-file "$WORK/escrow/k$T_NCMD.key" --device "$dev" --kms cif --mount "$mnt" --fstab "$WORK/fstab" --no-enable
 	assert_ne 0 "$T_RC" "the hook on a disk with ext4"
 	assert_match "ext4" "$(<"$T_OUT")" "the refusal names what is there"
 	assert_eq "$sum" "$(head -c 8M "$dev" | sha256sum | cut -d' ' -f1)" "ext4 disk unchanged"
@@ -116,7 +116,7 @@ case_foreign() {
 	printf 'label: gpt\n,\n' | sfdisk -q "$dev2" >/dev/null 2>&1 ||
 		t_fail "sfdisk writes a partition table" "exit 0" "failed"
 	read -r sum2 _ < <(head -c 8M "$dev2" | sha256sum)
-	hook --device "$dev2" --kms cif --mount "$mnt" --fstab "$WORK/fstab" --no-enable
+	hook --recovery-key-file "$WORK/escrow/k$T_NCMD.key" --device "$dev2" --kms cif --mount "$mnt" --fstab "$WORK/fstab" --no-enable
 	assert_ne 0 "$T_RC" "the hook on a disk with a partition table"
 	assert_eq "$sum2" "$(head -c 8M "$dev2" | sha256sum | cut -d' ' -f1)" "GPT disk unchanged"
 	assert_eq absent "$(t_dm_state foreign)" "nothing mapped"
@@ -172,6 +172,8 @@ runcmd:
     - lab
     - --mount
     - $mnt
+    - --recovery-key-file
+    - $WORK/escrow/cloud.key
     - --
     - --provider
     - local
