@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * SigV4 against every case of AWS's aws-sig-v4-test-suite (KMSCRYPT_SHARED_DIR/vectors/...).
+ * SigV4 against every case of AWS's aws-sig-v4-test-suite (tests/vectors/, a copy of shared/vectors/).
  * The suite's fixed inputs (from its documentation): access key AKIDEXAMPLE, secret
  * wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, region us-east-1, service "service", time
  * 2015-08-30T12:36:00Z.  For every directory with <name>.req we compare the canonical request (.creq),
@@ -24,7 +24,8 @@
 #include "util/cleanup.h"
 #include "util/secret.h"
 
-#define SUITE KMSCRYPT_SHARED_DIR "/vectors/aws-sig-v4-test-suite"
+/* The copy kept with the tests (tests/vectors/README.md): the suite runs from any checkout. */
+#define SUITE KMSCRYPT_SOURCE_DIR "/tests/vectors/aws-sig-v4-test-suite"
 #define STS_TOKEN                                                                                  \
 	"AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqT" \
 	"flfKD8YUuwthAx7mSEI/qkPpKPi/kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9H" \
