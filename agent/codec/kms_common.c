@@ -35,6 +35,8 @@ void kms_error_sanitize(struct kms_error *e)
 }
 
 static int kms_error_vset(struct kms_error *e, int r, bool rejected, const char *code,
+			  const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static int kms_error_vset(struct kms_error *e, int r, bool rejected, const char *code,
 			  const char *fmt, va_list ap)
 {
 	if (!e)

@@ -102,7 +102,7 @@ int inflight_list(const char *dir, const char *uuid, struct inflight **ret, size
 		return 0;
 	}
 	while ((de = readdir(d))) {
-		_cleanup_free_ char *path = NULL, *text = NULL;
+		_cleanup_free_ char *path = NULL;
 		unsigned long long start = 0;
 		struct inflight *nl;
 		char buf[64];
