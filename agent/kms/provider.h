@@ -31,6 +31,7 @@
 
 struct secret;
 struct http_client;
+struct http_event;
 
 /* One line "Key=Value" of a configuration file.  Neither key nor value holds CR, LF or NUL. */
 struct kms_setting {
@@ -74,6 +75,10 @@ struct kms_runtime {
 	struct http_client *http; /* shared HTTPS transport (NULL where unused) */
 	const char *config_dir;
 	int timeout_ms;           /* overall deadline for one KMS operation incl. retries */
+	/* -v: reports each HTTPS attempt (transport/http.h); NULL: none.  Passed to every HTTP
+	 * client a provider creates (kms_remote_init() does it). */
+	void (*http_observer)(const struct http_event *ev, void *userdata);
+	void *http_observer_data;
 };
 
 /* What `kms check`/`kms show` print about the key. */
@@ -107,6 +112,10 @@ struct kms_provider {
 		    struct kms_wrapped *ret, struct kms_error *err);
 	int (*unwrap)(void *ctx, const struct kms_aad *aad, const struct kms_wrapped *w,
 		      struct secret **ret, struct kms_error *err);
+	/* `kms policy NAME`: the least-privilege permissions this configuration needs, in the
+	 * provider's own format (AWS key policy statement, Vault policy HCL, ...), ready to paste: a
+	 * heap string ending in a newline.  From the settings alone, no network I/O. */
+	int (*policy)(const struct kms_config *cfg, char **ret, struct kms_error *err);
 };
 
 /* The registry (kms/registry.c). */

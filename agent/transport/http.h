@@ -30,6 +30,7 @@
  * -ETIMEDOUT overall deadline passed (http_send_retry), -ENOMEM.
  */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,22 @@ struct http_request;
 struct http_response;
 struct kms_error;
 struct http_client;
+
+/* What the transport reports about each attempt to an observer (-v logging at the front end).
+ * Never bodies, never header values other than the request id. */
+struct http_event {
+	const char *method;     /* "POST" */
+	const char *url;        /* "https://host[:port]/path" without the query */
+	int status;             /* HTTP status, 0 when no reply arrived */
+	int error;              /* 0, or the transport error (-EAGAIN, -EACCES, ...) */
+	const char *message;    /* transport failure, one line; "" otherwise */
+	unsigned latency_ms;    /* from sending to the reply (or the failure) */
+	const char *request_id; /* the vendor's request id header, or NULL */
+	unsigned attempt;       /* 1 for the first try */
+	unsigned backoff_ms;    /* the wait before the next attempt; 0 when none follows */
+	bool reused;            /* the attempt reused an open connection */
+};
+typedef void (*http_observer_fn)(const struct http_event *ev, void *userdata);
 
 struct http_client_options {
 	const char *ca_file;          /* PEM bundle to trust instead of the system store; NULL: system */
@@ -49,6 +66,9 @@ struct http_client_options {
 	/* Tests: called with each new TLS context (an OpenSSL SSL_CTX *) once kmscrypt set it up. */
 	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
 	void *tls_ctx_hook_data;
+	/* Called after every attempt (from the calling thread).  NULL: none. */
+	http_observer_fn observer;
+	void *observer_data;
 };
 
 struct http_stats {
