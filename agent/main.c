@@ -17,6 +17,7 @@
 #include "kmscrypt/version.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "volume/volume.h"
 
 /* The watcher is a front end of its own (watch/); main() only dispatches to it. */
 static int cmd_watch(struct cli *c, int argc, char **argv)
@@ -35,6 +36,8 @@ static const struct {
 	{"unbind", cmd_unbind}, {"check", cmd_check},   {"unlock", cmd_unlock},
 	{"lock", cmd_lock},     {"revoke", cmd_revoke}, {"restore", cmd_restore},
 	{"status", cmd_status}, {"watch", cmd_watch},
+	{"rotate-master", cmd_rotate_master}, {"rotate-secret", cmd_rotate_secret},
+	{"reencrypt", cmd_reencrypt},
 };
 
 static void harden(void)
@@ -56,6 +59,14 @@ static int parse_uint(const char *s, unsigned max, unsigned *ret)
 		return -EINVAL;
 	*ret = (unsigned)v;
 	return 0;
+}
+
+/* --json: a run that failed before printing its document prints the error object (cli.h). */
+static int json_finish(const struct cli *c, int code)
+{
+	if (c->json)
+		cli_json_finish(c, code);
+	return code;
 }
 
 /* Take the global options out of argv (they may stand anywhere before "--"). */
@@ -89,7 +100,11 @@ static int parse_globals(struct cli *c, int *argc, char **argv, bool *help, bool
 			continue;
 		}
 		if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-			log_max_level = LOG_DEBUG;
+			c->verbose = true;
+			continue;
+		}
+		if (!strcmp(a, "--debug")) {
+			c->verbose = c->debug = true;
 			continue;
 		}
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -154,8 +169,18 @@ int main(int argc, char **argv)
 		c.core.config_dir = e;
 	if ((e = secure_getenv("KMSCRYPT_STATE_DIR")) && *e)
 		c.core.state_dir = e;
-	if (parse_globals(&c, &argc, argv, &help, &version) < 0)
-		return KMSCRYPT_EXIT_USAGE;
+	if (parse_globals(&c, &argc, argv, &help, &version) < 0) {
+		for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+			c.json = c.json || !strcmp(argv[i], "--json");
+		return json_finish(&c, KMSCRYPT_EXIT_USAGE);
+	}
+	if (c.verbose) {
+		/* -v: each KMS request on stderr; --debug: libcryptsetup's debug output too */
+		log_max_level = LOG_DEBUG;
+		c.core.rt.http_observer = cli_http_observer;
+		if (c.debug)
+			volume_set_debug(true);
+	}
 	log_set_quiet(c.quiet);
 	c.core.rt.config_dir = c.core.config_dir;
 	c.core.rt.timeout_ms = (int)c.timeout_sec * 1000;
@@ -166,12 +191,12 @@ int main(int argc, char **argv)
 	}
 	if (argc < 2) {
 		cli_help(NULL, help ? stdout : stderr);
-		return help ? 0 : KMSCRYPT_EXIT_USAGE;
+		return help ? 0 : json_finish(&c, KMSCRYPT_EXIT_USAGE);
 	}
 	if (!strcmp(argv[1], "help")) {
 		if (argc > 2 && cli_help(argv[2], stdout) < 0) {
 			log_error("No help for '%s'.", argv[2]);
-			return KMSCRYPT_EXIT_USAGE;
+			return json_finish(&c, KMSCRYPT_EXIT_USAGE);
 		}
 		if (argc <= 2)
 			cli_help(NULL, stdout);
@@ -195,14 +220,14 @@ int main(int argc, char **argv)
 			log_error("kmscrypt must run as root (it manages dm-crypt mappings, LUKS2 "
 				  "headers and %s).",
 				  c.core.config_dir);
-			return KMSCRYPT_EXIT_FAILURE;
+			return json_finish(&c, KMSCRYPT_EXIT_FAILURE);
 		}
 		if (core_check_dirs(&c.core) < 0)
-			return KMSCRYPT_EXIT_FAILURE;
-		r = commands[i].fn(&c, argc - 1, argv + 1);
+			return json_finish(&c, KMSCRYPT_EXIT_FAILURE);
+		r = json_finish(&c, commands[i].fn(&c, argc - 1, argv + 1));
 		fflush(stdout);
 		return r;
 	}
 	log_error("Unknown command '%s'. See 'kmscrypt --help'.", argv[1]);
-	return KMSCRYPT_EXIT_USAGE;
+	return json_finish(&c, KMSCRYPT_EXIT_USAGE);
 }

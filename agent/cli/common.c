@@ -16,6 +16,7 @@
 #include "config/kms_config.h"
 #include "kmscrypt/exit.h"
 #include "state/state.h"
+#include "transport/http.h"
 #include "util/cleanup.h"
 #include "util/fileio.h"
 #include "util/log.h"
@@ -71,24 +72,6 @@ const char *cli_exit_name(int code)
 					    "not-found", "conflict", "invalid"};
 
 	return code >= 0 && code < (int)ARRAY_SIZE(names) ? names[code] : "failure";
-}
-
-struct json_object *json_ms(double ms)
-{
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%.3f", ms);
-	return json_object_new_double_s(ms, buf);
-}
-
-void cli_print_json(struct json_object *o)
-{
-	fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-							JSON_C_TO_STRING_SPACED |
-							JSON_C_TO_STRING_NOSLASHESCAPE),
-	      stdout);
-	fputc('\n', stdout);
-	json_object_put(o);
 }
 
 int cli_confirm(const struct cli *c, const char *what, const char *warning)
@@ -149,4 +132,25 @@ int cli_reject_options(const char *cmd, int argc, char **argv)
 					       (int)strcspn(argv[i], "="), argv[i], cmd, cmd);
 	}
 	return 0;
+}
+
+void cli_http_observer(const struct http_event *ev, void *userdata)
+{
+	char id[128] = "", retry[48] = "";
+
+	if (ev->request_id)
+		snprintf(id, sizeof(id), "request id %s, ", ev->request_id);
+	if (ev->backoff_ms)
+		snprintf(retry, sizeof(retry), "; retrying in %u ms", ev->backoff_ms);
+	/* LOG_INFO: shown with -v (and hidden by -q); the logger escapes the server's text */
+	if (ev->status > 0)
+		log_info("kms: %s %s -> %d in %u ms (%sattempt %u)%s", ev->method, ev->url,
+			 ev->status, ev->latency_ms, id, ev->attempt, retry);
+	else if (ev->error < 0)
+		log_info("kms: %s %s -> failed in %u ms: %s (attempt %u)%s", ev->method, ev->url,
+			 ev->latency_ms, ev->message && *ev->message ? ev->message : "no reply",
+			 ev->attempt, retry);
+	else /* KMIP: a reply, which the provider reads next */
+		log_info("kms: %s %s -> reply in %u ms (attempt %u)", ev->method, ev->url,
+			 ev->latency_ms, ev->attempt);
 }

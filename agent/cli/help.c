@@ -23,6 +23,7 @@ static const char overview[] =
 	"  format DEVICE --kms NAME [--label L] [--recovery-key-file F | --no-recovery-key]\n"
 	"                [--force]                 new LUKS2 volume bound to the KMS\n"
 	"  bind DEVICE --kms NAME --key-file F     add kmscrypt to an existing LUKS2 volume\n"
+	"                     (format and bind take --kms more than once, and --threshold K)\n"
 	"  unbind DEVICE                           remove the kmscrypt token and keyslot\n"
 	"  check DEVICE...                         unwrap and test the secret, no activation\n"
 	"  unlock DEVICE [--name M] | --all        open through the KMS (skips revoked volumes)\n"
@@ -30,6 +31,9 @@ static const char overview[] =
 	"  revoke MAPPING | --all [--reason TEXT]  suspend and wipe keys from the kernel\n"
 	"  restore MAPPING | --all                 unwrap again through the KMS and resume\n"
 	"  status [MAPPING|DEVICE] [--json]        what is open, revoked, and where keys are\n"
+	"  rotate-master DEVICE|--all [--kms NAME] rewrap the secret under the newest master key\n"
+	"  rotate-secret DEVICE|--all              new secret in a new keyslot, old one destroyed\n"
+	"  reencrypt DEVICE [--resume]             new volume key, online, resumable\n"
 	"  watch [--once] [--metrics-file PATH]    wipe keys when the KMS revokes access\n"
 	"\n"
 	"Options:\n"
@@ -41,7 +45,8 @@ static const char overview[] =
 	"  -q, --batch-mode   never ask: answer yes to confirmations (as cryptsetup -q); also\n"
 	"                     prints errors only (format still prints a new recovery key)\n"
 	"  --quiet            print errors only (confirmations are still asked)\n"
-	"  -v, --verbose      debug log\n"
+	"  -v, --verbose      debug log; one line per KMS request (status, latency, request id)\n"
+	"  --debug            -v and libcryptsetup's debug output\n"
 	"  -h, --help         this help; 'kmscrypt COMMAND --help' for one command\n"
 	"  -V, --version      print the version\n"
 	"\n"
@@ -58,6 +63,15 @@ static const char overview[] =
 	"  --auto-restore, --no-auto-restore  restore what the watcher wiped once the KMS\n"       \
 	"                            grants access again (default no)\n"
 
+/* format and bind: several --kms (token version 2, include/kmscrypt/token.h) */
+#define MULTI_KMS_HELP \
+	"\n" \
+	"With --kms given 2 to 16 times, the volume is bound to several KMSs: any one of them\n" \
+	"opens it, or with --threshold K any K of them (the secret is split with Shamir's\n" \
+	"scheme, one share wrapped by each KMS). Unlock asks them all at once; 'check' says\n" \
+	"which answered and how many more may fail. See 'A KMS of a threshold binding is\n" \
+	"gone' in kmscrypt(8).\n"
+
 static const struct {
 	const char *cmd;
 	const char *text;
@@ -67,8 +81,9 @@ static const struct {
 	 "       kmscrypt kms list [--json]\n"
 	 "       kmscrypt kms show NAME [--json]\n"
 	 "       kmscrypt kms edit NAME [CREDENTIAL OPTIONS] [WATCH OPTIONS] [--description T]\n"
-	 "       kmscrypt kms delete NAME\n"
+	 "       kmscrypt kms delete NAME [--forget-missing]\n"
 	 "       kmscrypt kms check NAME [--json]\n"
+	 "       kmscrypt kms policy NAME [--json]\n"
 	 "\n"
 	 "A KMS configuration names a provider, its endpoint and credentials, and the customer\n"
 	 "master key that wraps volume secrets. It is stored as CONFIG_DIR/kms/NAME.conf (mode\n"
@@ -127,16 +142,28 @@ static const struct {
 	 "with a round trip before the file is replaced. The key a configuration names is\n"
 	 "immutable: volumes wrapped with it need it. Watch options change without a KMS round\n"
 	 "trip.\n" WATCH_OPTIONS},
-	{"kms delete", "Usage: kmscrypt kms delete NAME\n"
+	{"kms delete", "Usage: kmscrypt kms delete NAME [--forget-missing]\n"
 		       "\n"
 		       "Delete configuration NAME. Refused once any volume was bound to it: old\n"
-		       "headers and backups may still need it.\n"},
+		       "headers and backups may still need it.\n"
+		       "\n"
+		       "  --forget-missing  when none of those volumes exists any more (no device\n"
+		       "                    with its LUKS UUID), list and forget their records,\n"
+		       "                    then delete NAME\n"},
+	{"kms policy",
+	 "Usage: kmscrypt kms policy NAME [--json]\n"
+	 "\n"
+	 "Print the least-privilege permissions configuration NAME needs at its KMS, in the\n"
+	 "provider's own format, ready to paste: an AWS key policy (Encrypt and Decrypt only with\n"
+	 "kmscrypt's encryption context, DescribeKey), a Vault policy (HCL), the KMIP operations,\n"
+	 "... From the settings alone: the KMS is not contacted.\n"},
 	{"kms check", "Usage: kmscrypt kms check NAME [--json]\n"
 		      "\n"
 		      "Prove configuration NAME works: a wrap/unwrap round trip through the KMS.\n"},
 	{"format",
 	 "Usage: kmscrypt format DEVICE --kms NAME [--label L] [--force] [--sector-size N]\n"
 	 "                       [--recovery-key-file F | --no-recovery-key]\n"
+	 "       kmscrypt format DEVICE --kms A --kms B ... [--threshold K] [options as above]\n"
 	 "\n"
 	 "Create a new LUKS2 volume (aes-xts-plain64, 512-bit volume key, 4096-byte sectors\n"
 	 "where the device allows) whose keyslot 0 opens with a random 256-bit secret. The\n"
@@ -155,13 +182,16 @@ static const struct {
 	 "--force, which asks for confirmation (type YES) unless -q; without a terminal and\n"
 	 "without -q it refuses (exit 2). An open volume is always refused, and so is a device\n"
 	 "smaller than 17 MiB (16 MiB of LUKS2 header and 1 MiB of data). DEVICE may be an\n"
-	 "image file.\n"},
+	 "image file.\n"
+	 MULTI_KMS_HELP},
 	{"bind",
 	 "Usage: kmscrypt bind DEVICE --kms NAME --key-file FILE\n"
+	 "       kmscrypt bind DEVICE --kms A --kms B ... [--threshold K] --key-file FILE\n"
 	 "\n"
 	 "Add kmscrypt to an existing LUKS2 volume: a new keyslot opened by a KMS-wrapped secret\n"
 	 "and its token. FILE holds an existing passphrase or key file of the volume, used\n"
-	 "verbatim like cryptsetup --key-file ('-' reads stdin). Nothing changes on failure.\n"},
+	 "verbatim like cryptsetup --key-file ('-' reads stdin). Nothing changes on failure.\n"
+	 MULTI_KMS_HELP},
 	{"unbind", "Usage: kmscrypt unbind DEVICE\n"
 		   "\n"
 		   "Remove the kmscrypt token and its keyslot. Refused when that keyslot is the "
@@ -176,18 +206,21 @@ static const struct {
 		  "Several devices are checked in one run that opens each KMS configuration once\n"
 		  "(one HTTPS connection per endpoint); the exit status is that of the first failure.\n"},
 	{"unlock",
-	 "Usage: kmscrypt unlock DEVICE [--name MAPPING] [--json]\n"
+	 "Usage: kmscrypt unlock DEVICE|UUID=<uuid> [--name MAPPING] [--wait-kms SECONDS]\n"
+	 "                       [--json]\n"
 	 "       kmscrypt unlock --all [--wait-kms SECONDS] [--json]\n"
 	 "\n"
 	 "Unwrap the secret through the KMS and activate /dev/mapper/MAPPING (default: the LUKS2\n"
 	 "label, else kmscrypt-<uuid8>). The secret goes into a process-private kernel keyring as\n"
 	 "a short-lived 'user' key, libcryptsetup hands the volume key to dm-crypt as a 'logon'\n"
-	 "key, and the live table is checked to name the key and hold no hex. --all scans block\n"
-	 "devices for kmscrypt volumes, unlocks them concurrently and skips revoked ones; one\n"
-	 "failing volume does not stop the others. --wait-kms retries volumes whose KMS is\n"
-	 "unavailable (exit class 4) with exponential backoff until SECONDS have passed; a denial\n"
-	 "is final. Exit status: that of the first failure. kmscrypt-unlock.service runs\n"
-	 "'unlock --all --wait-kms 60' at boot.\n"},
+	 "key, and the live table is checked to name the key and hold no hex. UUID=<uuid> names\n"
+	 "the block device holding that LUKS UUID. --all scans block devices for kmscrypt\n"
+	 "volumes (block devices only: never an image file recorded by an earlier command),\n"
+	 "unlocks them concurrently and skips revoked ones; one failing volume does not stop\n"
+	 "the others. --wait-kms retries volumes whose KMS is unavailable (exit class 4) with\n"
+	 "exponential backoff until SECONDS have passed; a denial is final. Exit status: that of\n"
+	 "the first failure. At boot, kmscrypt-generator's kmscrypt-unlock@<uuid>.service runs\n"
+	 "'unlock UUID=<uuid> --wait-kms 60' per volume (kmscrypt-unlock.service: --all).\n"},
 	{"lock", "Usage: kmscrypt lock MAPPING|DEVICE | --all\n"
 		 "\n"
 		 "Close kmscrypt mappings. A revoked volume stays revoked.\n"},
@@ -210,6 +243,35 @@ static const struct {
 		   "revoked-suspended, revoked-closed), whether dm-crypt holds its key (keyring) or\n"
 		   "it is wiped, KMS configuration and provider, last unlock/revoke/restore, and\n"
 		   "what 'kmscrypt watch' last saw.\n"},
+	{"rotate-master",
+	 "Usage: kmscrypt rotate-master DEVICE|--all [--kms NAME] [--json]\n"
+	 "\n"
+	 "Unwrap each volume's secret through its binding and wrap it again under the newest\n"
+	 "version of its master key, or under configuration NAME. The new token is written next\n"
+	 "to the old one and proven to open the keyslot before the old token is removed. Every\n"
+	 "binding a volume was wrapped under stays recorded (state 'history', audit log), and\n"
+	 "'kms delete' refuses those configurations: header backups may still need them.\n"},
+	{"rotate-secret",
+	 "Usage: kmscrypt rotate-secret DEVICE|--all [--json]\n"
+	 "\n"
+	 "A new random secret in a new keyslot, wrapped by the same KMS configuration, proven to\n"
+	 "open; then the old keyslot and its token are destroyed. The keyslot count does not\n"
+	 "grow and other keyslots (the recovery key) stay. A run that was killed is finished or\n"
+	 "undone by the next one.\n"},
+	{"reencrypt",
+	 "Usage: kmscrypt reencrypt DEVICE|MAPPING [--recovery-key-file FILE]\n"
+	 "                          [--remove-other-keyslots] [--json]\n"
+	 "       kmscrypt reencrypt --resume DEVICE|MAPPING [--json]\n"
+	 "\n"
+	 "Re-encrypt the data of an open volume to a new volume key (LUKS2 online\n"
+	 "re-encryption): the filesystem stays mounted and I/O goes on. The secret is unwrapped\n"
+	 "through the KMS; the kmscrypt keyslot keeps its number and its token. Every other\n"
+	 "keyslot is lost unless its passphrase is given: --recovery-key-file FILE keeps the\n"
+	 "recovery key (in a new keyslot number); without it a volume with other keyslots is\n"
+	 "refused, unless --remove-other-keyslots, which asks for confirmation (type YES) unless\n"
+	 "-q. A progress line is shown when stderr is a terminal; Ctrl-C stops after the\n"
+	 "current step. A run that stopped, crashed or lost power is finished with --resume\n"
+	 "(open or closed volume); status and check say when one is pending.\n"},
 	{"watch",
 	 "Usage: kmscrypt watch [--once] [--metrics-file PATH]\n"
 	 "\n"

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
+#include "volume/volume.h"
 
 #define KMS_SECRET_MAX 16384
 
@@ -474,6 +476,7 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "provider", json_object_new_string(p->name));
 		json_object_object_add(o, "key_id", json_object_new_string(info.key_id));
 		json_object_object_add(o, "path", json_object_new_string(path));
+		json_object_object_add(o, "duration_ms", json_ms(ms));
 		cli_print_json(o);
 	} else if (!c->quiet) {
 		char ek[sizeof(info.key_id)]; /* the KMS's text: escaped (util/escape.h) */
@@ -483,6 +486,8 @@ static int kms_create(struct cli *c, int argc, char **argv)
 		if (p->warning)
 			printf("Warning: %s.\n", p->warning);
 	}
+	if (info.warning[0]) /* the KMS's text (escaped by the logger) */
+		log_warning("Warning: %s.", info.warning);
 out:
 	if (lock >= 0)
 		close(lock);
@@ -558,6 +563,12 @@ static int kms_list(struct cli *c, int argc, char **argv)
 		r = core_kms_load(&c->core, names[i], &cfg);
 		if (r < 0) {
 			worst = worst ? worst : r;
+			if (arr) { /* logged by core_kms_load() */
+				json_object *o = json_object_new_object();
+				json_object_object_add(o, "name", json_object_new_string(names[i]));
+				cli_json_add_outcome(o, cli_exit_code(r), log_last_error());
+				json_object_array_add(arr, o);
+			}
 			continue;
 		}
 		(void)usage_list(c->core.state_dir, names[i], &uses);
@@ -585,7 +596,7 @@ static int kms_list(struct cli *c, int argc, char **argv)
 	}
 	if (arr) {
 		json_object *o = json_object_new_object();
-		json_object_object_add(o, "kms", arr);
+		json_object_object_add(o, "configurations", arr);
 		cli_print_json(o);
 	} else if (!names[0] && !c->quiet) {
 		printf("No KMS configurations in '%s/kms'. Create one with 'kmscrypt kms create'.\n",
@@ -637,9 +648,11 @@ static int kms_show(struct cli *c, int argc, char **argv)
 			k = copt->key;
 			v = cv;
 		}
-		if (settings)
-			json_object_object_add(settings, k, json_object_new_string(v));
-		else
+		if (settings) {
+			char sk[128]; /* "KeyFile" -> "key_file": snake_case keys everywhere (cli.h) */
+			cli_snake_case(k, sk, sizeof(sk));
+			json_object_object_add(settings, sk, json_object_new_string(v));
+		} else
 			printf("%-12s %s\n", k, cescape_buf(v, ev, sizeof(ev)));
 	}
 	for (size_t i = 0; uses && uses[i]; i++) {
@@ -763,7 +776,19 @@ save:
 								 .kms = cfg.name,
 								 .result = "ok",
 								 .duration_ms = -1});
-	if (!c->quiet && !c->json && a.n == 0)
+	if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(cfg.name));
+		json_object_object_add(o, "provider", json_object_new_string(p->name));
+		json_object_object_add(o, "updated", json_object_new_boolean(true));
+		/* a KMS round trip proved new credentials; kmscrypt's own settings need none */
+		json_object_object_add(o, "checked", json_object_new_boolean(a.n > 0));
+		if (a.n > 0) {
+			json_object_object_add(o, "key_id", json_object_new_string(info.key_id));
+			json_object_object_add(o, "duration_ms", json_ms(ms));
+		}
+		cli_print_json(o);
+	} else if (!c->quiet && a.n == 0)
 		printf("Updated KMS configuration '%s'.\n", cfg.name);
 	else if (!c->quiet && !c->json)
 		printf("Updated KMS configuration '%s'; checked in %.0f ms.\n", cfg.name, ms);
@@ -775,17 +800,118 @@ out:
 	return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
 }
 
+/* Is volume @uuid still somewhere: its recorded @device (NULL or "?": unknown) with that UUID, a
+ * /dev/disk/by-uuid link, an open mapping, or a block device carrying a kmscrypt token?  A device
+ * that cannot be read counts as present: only a volume known to be gone may be forgotten. */
+static bool volume_present(const char *uuid, const char *device)
+{
+	struct volume_mapping m;
+	char path[128], **devs = NULL;
+	bool found = false;
+	int r;
+
+	if (device && strcmp(device, "?") != 0) {
+		struct volume_header h = {};
+
+		r = volume_read_header(device, &h);
+		found = r == 0 ? strcasecmp(h.uuid, uuid) == 0 : r != -ENOENT && r != -ENODEV;
+		volume_header_done(&h);
+		if (found)
+			return true;
+	}
+	snprintf(path, sizeof(path), "/dev/disk/by-uuid/%s", uuid);
+	if (access(path, F_OK) == 0 || volume_mapping_find(uuid, &m) == 0)
+		return true;
+	if (volume_scan(&devs) < 0)
+		return false;
+	for (size_t i = 0; devs[i] && !found; i++) {
+		struct volume_header h = {};
+
+		if (volume_read_header(devs[i], &h) == 0 && strcasecmp(h.uuid, uuid) == 0)
+			found = true;
+		volume_header_done(&h);
+	}
+	strv_free(devs);
+	return found;
+}
+
+/* usage_list() items are "uuid (device)": the UUID and, in @dev, the device ("?": unknown). */
+static void usage_item_split(const char *item, char *uuid, size_t n_uuid, char *dev, size_t n_dev)
+{
+	const char *sp = strchr(item, ' ');
+	size_t k = sp ? (size_t)(sp - item) : strlen(item);
+
+	snprintf(uuid, n_uuid, "%.*s", (int)k, item);
+	if (sp && sp[1] == '(' && strlen(sp) >= 3)
+		snprintf(dev, n_dev, "%.*s", (int)(strlen(sp) - 3), sp + 2);
+	else
+		snprintf(dev, n_dev, "?");
+}
+
+/* --forget-missing: every volume of @uses is gone; drop their state records (those that name
+ * @name) and the usage record, saying what is forgotten. */
+static int forget_missing(struct cli *c, const char *name, char **uses, json_object *forgotten)
+{
+	int r;
+
+	for (size_t i = 0; uses[i]; i++) {
+		char uuid[64], dev[512];
+		struct volume_state st = {};
+		bool drop;
+
+		usage_item_split(uses[i], uuid, sizeof(uuid), dev, sizeof(dev));
+		r = state_load(c->core.state_dir, uuid, &st);
+		drop = r == 0 && (!st.kms || strcmp(st.kms, name) == 0);
+		volume_state_done(&st);
+		if (drop) {
+			r = state_remove(c->core.state_dir, uuid);
+			if (r < 0)
+				return log_error_errno(r, "Cannot remove the state record of "
+							  "volume %s: %m",
+						       uuid);
+		}
+		(void)audit_append(c->core.state_dir,
+				   &(struct audit_record){.action = "kms-forget",
+							  .uuid = uuid,
+							  .device = strcmp(dev, "?") ? dev : NULL,
+							  .kms = name,
+							  .result = "ok",
+							  .duration_ms = -1});
+		if (forgotten)
+			json_object_array_add(forgotten, json_object_new_string(uuid));
+		else if (!c->quiet)
+			printf("Forgot volume %s (%s): not found%s.\n", uuid, dev,
+			       drop ? "; its state record is removed" : "");
+	}
+	r = usage_forget(c->core.state_dir, name);
+	if (r < 0)
+		return log_error_errno(r, "Cannot remove the usage record of '%s': %m", name);
+	return 0;
+}
+
 static int kms_delete(struct cli *c, int argc, char **argv)
 {
 	struct kms_config cfg = {};
 	_cleanup_free_ char *path = NULL;
 	char **uses = NULL;
-	int r, lock;
+	json_object *forgotten = NULL;
+	bool forget = false;
+	int r, lock, kept = 1;
+
+	/* --forget-missing is the one option: take it out, then refuse any other */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--forget-missing") == 0)
+			forget = true;
+		else
+			argv[kept++] = argv[i];
+	}
+	argc = kept;
 	if (cli_reject_options("kms delete", argc, argv) < 0)
 		return KMSCRYPT_EXIT_USAGE;
 
 	if (argc != 2)
-		return log_error_errno(EINVAL, "Usage: kmscrypt kms delete NAME"),
+		return log_error_errno(EINVAL,
+				       "Usage: kmscrypt kms delete NAME [--forget-missing]"),
 		       KMSCRYPT_EXIT_USAGE;
 	if (!kms_config_name_valid(argv[1]))
 		return log_error_errno(EINVAL,
@@ -806,16 +932,49 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 		goto out;
 	}
 	if (uses[0]) {
-		size_t n = 0;
+		size_t n = 0, n_missing = 0;
+		bool *missing;
+
 		while (uses[n])
 			n++;
-		log_error("Refusing to delete KMS configuration '%s': %zu volume%s bound to it, and "
-			  "their headers and backups may still need it:",
-			  argv[1], n, n == 1 ? " was" : "s were");
-		for (size_t i = 0; uses[i]; i++)
-			log_error("  %s", uses[i]);
-		r = -EBUSY;
-		goto out;
+		missing = calloc(n, sizeof(*missing));
+		if (!missing) {
+			r = log_error_errno(ENOMEM, "Out of memory.");
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			char uuid[64], dev[512];
+
+			usage_item_split(uses[i], uuid, sizeof(uuid), dev, sizeof(dev));
+			missing[i] = !volume_present(uuid, dev);
+			n_missing += missing[i];
+		}
+		if (forget && n_missing == n) {
+			free(missing);
+			forgotten = c->json ? json_object_new_array() : NULL;
+			r = forget_missing(c, argv[1], uses, forgotten);
+			if (r < 0)
+				goto out;
+		} else {
+			log_error("Refusing to delete KMS configuration '%s': %zu volume%s "
+				  "bound to it, and their headers and backups may still need it:",
+				  argv[1], n, n == 1 ? " was" : "s were");
+			for (size_t i = 0; uses[i]; i++)
+				log_error("  %s%s", uses[i], missing[i] ? ", not found" : "");
+			free(missing);
+			if (n_missing == n)
+				log_error("None of them exists any more: 'kmscrypt kms delete %s "
+					  "--forget-missing' forgets their records and deletes the "
+					  "configuration.",
+					  argv[1]);
+			else if (forget)
+				log_error("--forget-missing forgets only volumes that no "
+					  "longer exist, and %zu of them still exist%s: nothing was "
+					  "changed.",
+					  n - n_missing, n - n_missing == 1 ? "s" : "");
+			r = -EBUSY;
+			goto out;
+		}
 	}
 	r = core_kms_path(&c->core, argv[1], &path);
 	if (r < 0)
@@ -828,10 +987,23 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 								 .kms = argv[1],
 								 .result = "ok",
 								 .duration_ms = -1});
-	if (!c->quiet && !c->json)
+	if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(argv[1]));
+		json_object_object_add(o, "provider",
+				       json_str_or_null(cfg.provider ? cfg.provider->name : NULL));
+		json_object_object_add(o, "deleted", json_object_new_boolean(true));
+		if (forgotten) {
+			json_object_object_add(o, "forgotten", forgotten);
+			forgotten = NULL;
+		}
+		cli_print_json(o);
+	} else if (!c->quiet) {
 		printf("Deleted KMS configuration '%s'.\n", argv[1]);
+	}
 out:
 	close(lock);
+	json_object_put(forgotten);
 	strv_free(uses);
 	kms_config_done(&cfg);
 	return cli_exit_code(r);
@@ -876,9 +1048,11 @@ static int kms_check(struct cli *c, int argc, char **argv)
 			json_object_object_add(o, "key_id", json_object_new_string(info.key_id));
 			json_object_object_add(o, "key_state", json_object_new_string(info.state));
 		} else {
-			json_object_object_add(o, "error", json_object_new_string(err.message));
 			json_object_object_add(o, "error_code", json_object_new_string(err.code));
 		}
+		/* "error": the KMS's own message when it gave one, else the one logged */
+		cli_json_add_outcome(o, cli_exit_code(r),
+				     err.message[0] ? err.message : log_last_error());
 		json_object_object_add(o, "duration_ms", json_ms(ms));
 		cli_print_json(o);
 	} else if (r == 0 && !c->quiet) {
@@ -891,6 +1065,51 @@ static int kms_check(struct cli *c, int argc, char **argv)
 		       cescape_buf(info.state, es, sizeof(es)), info.description[0] ? ", " : "",
 		       cescape_buf(info.description, ed, sizeof(ed)), ms);
 	}
+	if (r == 0 && info.warning[0])
+		log_warning("Warning: %s.", info.warning);
+	kms_config_done(&cfg);
+	return cli_exit_code(r);
+}
+
+/* `kms policy NAME`: the provider's least-privilege permissions, from the settings alone. */
+static int kms_policy(struct cli *c, int argc, char **argv)
+{
+	struct kms_config cfg = {};
+	struct kms_error err = {};
+	char *text = NULL;
+	int r;
+	if (cli_reject_options("kms policy", argc, argv) < 0)
+		return KMSCRYPT_EXIT_USAGE;
+
+	if (argc != 2)
+		return log_error_errno(EINVAL, "Usage: kmscrypt kms policy NAME [--json]"),
+		       KMSCRYPT_EXIT_USAGE;
+	r = core_kms_load(&c->core, argv[1], &cfg);
+	if (r < 0)
+		return cli_exit_code(r);
+	if (!cfg.provider->policy) {
+		log_error("Provider '%s' of KMS configuration '%s' cannot print a policy: grant the "
+			  "permissions its documentation lists (see kmscrypt(8)).",
+			  cfg.provider->name, cfg.name);
+		kms_config_done(&cfg);
+		return KMSCRYPT_EXIT_USAGE;
+	}
+	r = cfg.provider->policy(&cfg, &text, &err);
+	if (r < 0) {
+		log_error_errno(r, "Cannot make the policy of KMS configuration '%s': %s; fix it "
+				   "with 'kmscrypt kms edit' or recreate it.",
+				cfg.name, err.message[0] ? err.message : strerror(-r));
+	} else if (c->json) {
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(cfg.name));
+		json_object_object_add(o, "provider", json_object_new_string(cfg.provider->name));
+		json_object_object_add(o, "policy", json_object_new_string(text));
+		cli_json_add_outcome(o, 0, NULL);
+		cli_print_json(o);
+	} else {
+		fputs(text, stdout);
+	}
+	free(text);
 	kms_config_done(&cfg);
 	return cli_exit_code(r);
 }
@@ -903,6 +1122,7 @@ int cmd_kms(struct cli *c, int argc, char **argv)
 	} verbs[] = {
 		{"create", kms_create}, {"list", kms_list},     {"show", kms_show},
 		{"edit", kms_edit},     {"delete", kms_delete}, {"check", kms_check},
+		{"policy", kms_policy},
 	};
 
 	if (argc < 2) {

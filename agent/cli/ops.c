@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,16 +44,12 @@ static void print_results(const struct cli *c, struct vol **vols, size_t n, bool
 		else if (c->json)
 			log_info("%s", v->msg);
 		if (arr) {
-			json_object *o = json_object_new_object();
-			json_object_object_add(o, "device", json_object_new_string(v->device));
-			json_object_object_add(o, "uuid", json_object_new_string(v->hdr.uuid));
-			json_object_object_add(o, "mapping", json_object_new_string(v->mapping));
+			json_object *o = cli_json_volume(v->device, v->hdr.uuid,
+							 vol_exit(v), v->msg);
+			json_object_object_add(o, "mapping", json_str_or_null(v->mapping));
 			json_object_object_add(o, "result",
 					       json_object_new_string(v->result ? v->result
 										: "error"));
-			json_object_object_add(o, "exit", json_object_new_int(vol_exit(v)));
-			if (v->r < 0)
-				json_object_object_add(o, "error", json_object_new_string(v->msg));
 			json_object_object_add(o, "duration_ms", json_ms(v->ms));
 			if (wipe && v->r == 0 && v->result && !strcmp(v->result, "revoked")) {
 				json_object_object_add(
@@ -158,15 +155,15 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 	int r, lock;
 
 	r = parse_target(argc, argv, true, false, &o,
-			 "kmscrypt unlock DEVICE [--name MAPPING] | --all [--wait-kms SECONDS] "
-			 "[--json]");
+			 "kmscrypt unlock DEVICE|UUID=<uuid> [--name MAPPING] | --all "
+			 "[--wait-kms SECONDS] [--json]");
 	if (r < 0)
 		return KMSCRYPT_EXIT_USAGE;
 	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
 	if (o.all) {
-		r = vol_list_all(&c->core, &vols);
+		r = vol_list(&c->core, VOL_LIST_BLOCK_ONLY, &vols);
 		if (r < 0) {
 			log_error_errno(r, "Cannot list volumes: %m");
 			goto out;
@@ -178,11 +175,16 @@ int cmd_unlock(struct cli *c, int argc, char **argv)
 			r = -ENOMEM;
 			goto out;
 		}
-		r = vol_from_device(&c->core, o.target, &v, true);
+		cli_json_target(c, o.target, NULL); /* a failure below is this volume's item */
+		if (strncasecmp(o.target, "UUID=", 5) == 0)
+			r = vol_from_uuid(&c->core, o.target + 5, &v);
+		else
+			r = vol_from_device(&c->core, o.target, &v, true);
 		if (r < 0) {
 			vol_done(&v);
 			goto out;
 		}
+		cli_json_target(c, v.device, v.hdr.uuid);
 		if (o.name)
 			snprintf(v.mapping, sizeof(v.mapping), "%s", o.name);
 		if (!v.mapped && vol_revoked(&v)) {
@@ -374,6 +376,8 @@ static int begin_targets(struct cli *c, int argc, char **argv, bool with_reason,
 	r = parse_target(argc, argv, false, with_reason, o, usage);
 	if (r < 0)
 		return KMSCRYPT_EXIT_USAGE;
+	if (o->target) /* not --all: a failure below is this volume's item (--json) */
+		cli_json_target(c, o->target, NULL);
 	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);

@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "core/flows.h"
 #include "core/vol.h"
 #include "codec/token.h"
 #include "kmscrypt/exit.h"
@@ -50,6 +51,19 @@ static const char *fmt_time(time_t t, char *buf, size_t n)
 	return buf;
 }
 
+/* The KMS column of a multi-KMS volume: "any of a, b" or "2 of a, b, c". */
+static void binding_names(const struct kmscrypt_token *t, char *buf, size_t n)
+{
+	size_t o;
+
+	if (t->threshold == 1)
+		o = (size_t)snprintf(buf, n, "any of ");
+	else
+		o = (size_t)snprintf(buf, n, "%u of ", t->threshold);
+	for (size_t i = 0; i < t->n_wraps && o < n; i++)
+		o += (size_t)snprintf(buf + o, n - o, "%s%s", i ? ", " : "", t->wraps[i].kms);
+}
+
 int cmd_status(struct cli *c, int argc, char **argv)
 {
 	struct vol **vols = NULL;
@@ -63,6 +77,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		return log_error_errno(EINVAL, "Usage: kmscrypt status [MAPPING|DEVICE|UUID] [--json]"),
 		       KMSCRYPT_EXIT_USAGE;
 	if (argc == 2) {
+		cli_json_target(c, argv[1], NULL); /* not found: this target's item (--json) */
 		vols = calloc(2, sizeof(*vols));
 		if (!vols)
 			return KMSCRYPT_EXIT_FAILURE;
@@ -98,7 +113,10 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			/* header fields, device names and the revoke reason are untrusted text:
 			 * escaped (util/escape.h) before they reach the terminal */
 			char kms[160], dev[256], uuid[160], map[256], e1[512], e2[512];
-			snprintf(kms, sizeof(kms), "%s (%s)", v->tok.kms, v->tok.provider);
+			if (v->tok.n_wraps > 1)
+				binding_names(&v->tok, kms, sizeof(kms));
+			else
+				snprintf(kms, sizeof(kms), "%s (%s)", v->tok.kms, v->tok.provider);
 			printf("%-16s %-36s %-20s %-17s %-7s %s\n", cescape_buf(v->device, dev, sizeof(dev)),
 			       cescape_buf(v->hdr.uuid, uuid, sizeof(uuid)),
 			       cescape_buf(v->mapped ? v->map.name : (v->mapping[0] ? v->mapping : "-"),
@@ -111,6 +129,15 @@ int cmd_status(struct cli *c, int argc, char **argv)
 				       v->tok.key_version[0] ? " version " : "",
 				       cescape_buf(v->tok.key_version, e2, sizeof(e2)));
 				printf("  keyslot:       %d\n", v->tok.keyslot);
+				for (size_t w = 0; v->tok.n_wraps > 1 && w < v->tok.n_wraps; w++)
+					printf("  kms %zu:         %s (%s)%s\n", w + 1,
+					       cescape_buf(v->tok.wraps[w].kms, e1, sizeof(e1)),
+					       cescape_buf(v->tok.wraps[w].provider, e2, sizeof(e2)),
+					       v->tok.threshold > 1 ? ", holds one share" : "");
+				if (v->tok.n_wraps > 1)
+					printf("  may lose:      %zu of its %zu KMSs and still open "
+					       "('kmscrypt check' asks them)\n",
+					       v->tok.n_wraps - v->tok.threshold, v->tok.n_wraps);
 				if (v->mapped && v->map.key == VOLUME_KEY_KEYRING)
 					printf("  dm-crypt key:  %s\n",
 					       cescape_buf(v->map.key_desc, e1, sizeof(e1)));
@@ -136,11 +163,13 @@ int cmd_status(struct cli *c, int argc, char **argv)
 					       v->st.watch_denials, v->st.watch_denials == 1 ? "" : "s",
 					       v->st.revoked_by_watcher ? "; revoked by the watcher" : "");
 			}
+			if (core_reencrypt_pending(v, e1, sizeof(e1))) {
+				printf("  re-encryption: pending\n");
+				log_warning("%s", e1);
+			}
 			continue;
 		}
-		json_object *o = json_object_new_object();
-		json_object_object_add(o, "device", json_object_new_string(v->device));
-		json_object_object_add(o, "uuid", json_object_new_string(v->hdr.uuid));
+		json_object *o = cli_json_volume(v->device, v->hdr.uuid, 0, NULL);
 		json_object_object_add(o, "label", json_object_new_string(v->hdr.label));
 		json_object_object_add(o, "mapping",
 				       v->mapped ? json_object_new_string(v->map.name)
@@ -161,6 +190,15 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "key_id", json_object_new_string(v->tok.key_id));
 		json_object_object_add(o, "key_version", json_object_new_string(v->tok.key_version));
 		json_object_object_add(o, "keyslot", json_object_new_int(v->tok.keyslot));
+		if (v->tok.n_wraps > 1) {
+			json_object *names = json_object_new_array();
+			for (size_t w = 0; w < v->tok.n_wraps; w++)
+				json_object_array_add(names,
+						      json_object_new_string(v->tok.wraps[w].kms));
+			json_object_object_add(o, "threshold",
+					       json_object_new_int((int)v->tok.threshold));
+			json_object_object_add(o, "kms_list", names);
+		}
 		json_object_object_add(o, "revoke_reason",
 				       v->st.revoke_reason ? json_object_new_string(v->st.revoke_reason)
 				       : v->tok.revoked && *v->tok.revoked_reason
@@ -179,6 +217,12 @@ int cmd_status(struct cli *c, int argc, char **argv)
 					       json_object_new_boolean(v->st.revoked &&
 								       v->st.revoked_by_watcher));
 			json_object_object_add(o, "watch", wj);
+		}
+		{
+			char pend[512];
+			json_object_object_add(o, "reencrypt_pending",
+					       json_object_new_boolean(core_reencrypt_pending(
+						       v, pend, sizeof(pend)) != NULL));
 		}
 		add_time(o, "last_unlock", v->st.last_unlock);
 		add_time(o, "last_lock", v->st.last_lock);

@@ -14,7 +14,9 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "core/flows.h"
 #include "core/vol.h"
+#include "codec/shamir.h"
 #include "codec/token.h"
 #include "config/kms_config.h"
 #include "kmscrypt/exit.h"
@@ -104,24 +106,6 @@ static int recovery_generate(struct secret **ret)
 	return 0;
 }
 
-/* cli_print_json(@o) plus a last member "recovery_key": @key, written from the locked secret
- * straight to stdout so that no heap copy of it (json-c's strings) outlives this call.  Modhex
- * and '-' need no JSON escaping. */
-static void print_json_with_key(json_object *o, const struct secret *key)
-{
-	const char *js = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-								   JSON_C_TO_STRING_SPACED |
-								   JSON_C_TO_STRING_NOSLASHESCAPE);
-	size_t n = strlen(js);
-
-	/* js is "{\n  ...\n}": print it without the closing brace, then the key member */
-	while (n > 0 && (js[n - 1] == '}' || js[n - 1] == '\n'))
-		n--;
-	printf("%.*s,\n  \"recovery_key\": \"%.*s\"\n}\n", (int)n, js, (int)key->len,
-	       (const char *)key->buf);
-	json_object_put(o);
-}
-
 static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
 		      const struct secret *secret, char **ret_json)
 {
@@ -157,16 +141,164 @@ static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
 	return r;
 }
 
+/* A version-2 token (include/kmscrypt/token.h) for @n KMSs: the secret wrapped by each (@k 1), or
+ * split into @n Shamir shares, k needed, share i wrapped by KMS i.  Logs on failure. */
+static int wrap_token_multi(struct kms_handle *hs, size_t n, unsigned k, const char *uuid,
+			    int keyslot, const struct secret *secret, char **ret_json)
+{
+	_cleanup_secret_ struct secret *rnd = NULL, *shares = NULL;
+	struct kmscrypt_wrap wraps[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
+	struct kms_wrapped w[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
+	struct kmscrypt_token t = {.version = KMSCRYPT_TOKEN_VERSION_MULTI,
+				   .keyslot = keyslot,
+				   .threshold = k,
+				   .n_wraps = n,
+				   .wraps = wraps};
+	struct kms_aad aad = {.uuid = uuid, .keyslot = keyslot};
+	int r = 0;
+
+	if (k > 1) {
+		/* the coefficients come from the CSPRNG into locked memory, wiped when freed */
+		r = secret_random((k - 1) * KMSCRYPT_SECRET_BYTES, &rnd);
+		if (r == 0)
+			r = secret_new(n * KMSCRYPT_SECRET_BYTES, &shares);
+		if (r == 0)
+			r = shamir_split(secret->buf, KMSCRYPT_SECRET_BYTES, k, (unsigned)n, rnd->buf,
+					 shares->buf);
+		if (r < 0)
+			return log_error_errno(r, "Cannot split the new secret: %m");
+		shares->len = n * KMSCRYPT_SECRET_BYTES;
+		rnd = secret_free(rnd);
+	}
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		_cleanup_secret_ struct secret *one = NULL;
+		struct kms_error err = {};
+		char buf[512];
+
+		if (k > 1)
+			r = secret_from(shares->buf + i * KMSCRYPT_SECRET_BYTES, KMSCRYPT_SECRET_BYTES,
+					&one);
+		if (r < 0)
+			break;
+		if (hs[i].open_r < 0) {
+			err = hs[i].open_err;
+			r = hs[i].open_r;
+		} else {
+			r = hs[i].cfg.provider->wrap(hs[i].ctx, &aad, k > 1 ? one : secret, &w[i],
+						     &err);
+		}
+		if (r < 0) {
+			kms_error_describe(&err, buf, sizeof(buf));
+			log_error_errno(r, "KMS '%s' (%s) could not wrap the new %s: %s; %s.",
+					hs[i].cfg.name, hs[i].cfg.provider->name,
+					k > 1 ? "share" : "secret", buf, core_hint_for_error(r, &err));
+			break;
+		}
+		wraps[i] = (struct kmscrypt_wrap){.kms = hs[i].cfg.name,
+						  .provider = (char *)hs[i].cfg.provider->name,
+						  .key_id = w[i].key_id,
+						  .key_version = w[i].key_version,
+						  .alg = w[i].alg,
+						  .blob = w[i].blob,
+						  .blob_len = w[i].blob_len,
+						  .share = k > 1 ? (unsigned)i + 1 : 0};
+	}
+	if (r >= 0)
+		r = token_format(&t, time(NULL), ret_json);
+	for (size_t i = 0; i < n; i++)
+		kms_wrapped_done(&w[i]);
+	return r;
+}
+
+/* --kms given more than once (at most KMSCRYPT_TOKEN_MAX_WRAPS, each once). */
+static int add_kms_name(const char **names, size_t *n, const char *name)
+{
+	if (*n >= KMSCRYPT_TOKEN_MAX_WRAPS)
+		return log_error_errno(EINVAL, "At most %d --kms options.", KMSCRYPT_TOKEN_MAX_WRAPS);
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(names[i], name) == 0)
+			return log_error_errno(EINVAL, "--kms '%s' is given twice; each KMS of a "
+						       "binding must be a different configuration.",
+					       name);
+	names[(*n)++] = name;
+	return 0;
+}
+
+/* --threshold K against the number of --kms: 0 or -EINVAL (logged). */
+static int parse_threshold(const char *arg, size_t n, unsigned *ret)
+{
+	char *end;
+	unsigned long k;
+
+	if (!arg) {
+		*ret = 1;
+		return 0;
+	}
+	errno = 0;
+	k = strtoul(arg, &end, 10);
+	if (errno || *end || end == arg || k < 1 || k > n)
+		return log_error_errno(EINVAL, "--threshold must be a number from 1 to the number of "
+					       "--kms (%zu).",
+				       n);
+	if (n == 1)
+		return log_error_errno(EINVAL, "--threshold needs two or more --kms.");
+	*ret = (unsigned)k;
+	return 0;
+}
+
+/* "KMS 'a' (local)" or "KMSs 'a', 'b', 'c' (2 of 3 needed)" */
+static void binding_desc(const struct kms_handle *hs, size_t n, unsigned k, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	if (n == 1) {
+		snprintf(buf, len, "KMS '%s' (%s)", hs[0].cfg.name, hs[0].cfg.provider->name);
+		return;
+	}
+	o += (size_t)snprintf(buf, len, "KMSs");
+	for (size_t i = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s '%s' (%s)", i ? "," : "", hs[i].cfg.name,
+				      hs[i].cfg.provider->name);
+	if (o < len) {
+		if (k == 1)
+			snprintf(buf + o, len - o, ", any one of which opens it");
+		else
+			snprintf(buf + o, len - o, ", %u of which open it", k);
+	}
+}
+
+/* --json of bind/format with several KMSs: "threshold" and "kms_list". */
+static void json_binding(json_object *o, const char *const *names, size_t n, unsigned k)
+{
+	json_object *arr;
+
+	if (n < 2)
+		return;
+	arr = json_object_new_array();
+	for (size_t i = 0; i < n; i++)
+		json_object_array_add(arr, json_object_new_string(names[i]));
+	json_object_object_add(o, "threshold", json_object_new_int((int)k));
+	json_object_object_add(o, "kms_list", arr);
+}
+
 static void record_binding(const struct cli *c, const char *action, const char *uuid,
-			   const char *device, const char *kms, const char *result)
+			   const char *device, const char *const *names, size_t n_names,
+			   const char *result)
 {
 	struct volume_state s = {};
+	const char *kms = names[0];
+	char all[KMSCRYPT_TOKEN_MAX_WRAPS * 66] = "";
 
+	for (size_t i = 0, o = 0; i < n_names && o < sizeof(all); i++)
+		o += (size_t)snprintf(all + o, sizeof(all) - o, "%s%s", i ? "," : "", names[i]);
 	if (strcmp(result, "ok") == 0) {
-		int r = usage_record(c->core.state_dir, kms, uuid, device);
-		if (r < 0)
-			log_warning_errno(r, "Cannot record that '%s' uses KMS '%s', ignoring: %m",
-					  device, kms);
+		for (size_t i = 0; i < n_names; i++) {
+			int r = usage_record(c->core.state_dir, names[i], uuid, device);
+			if (r < 0)
+				log_warning_errno(r, "Cannot record that '%s' uses KMS '%s', "
+						     "ignoring: %m",
+						  device, names[i]);
+		}
 		if (state_load(c->core.state_dir, uuid, &s) < 0)
 			snprintf(s.uuid, sizeof(s.uuid), "%s", uuid);
 		free(s.device);
@@ -178,12 +310,16 @@ static void record_binding(const struct cli *c, const char *action, const char *
 			log_warning("Cannot save state for %s, ignoring.", uuid);
 		volume_state_done(&s);
 	}
+	/* the binding made (configuration names are [A-Za-z0-9._-]: no JSON escaping needed) */
+	char nb[sizeof(all) + 32];
+	snprintf(nb, sizeof(nb), "{\"kms\":\"%s\"}", all);
 	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = action,
 								 .uuid = uuid,
 								 .device = device,
-								 .kms = kms,
+								 .kms = all,
 								 .result = result,
-								 .duration_ms = -1});
+								 .duration_ms = -1,
+								 .new_binding = nb});
 }
 
 int cmd_format(struct cli *c, int argc, char **argv)
@@ -195,13 +331,18 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		{"no-recovery-key", no_argument, NULL, 'N'},
 		{"force", no_argument, NULL, 'f'},
 		{"sector-size", required_argument, NULL, 's'},
+		{"threshold", required_argument, NULL, 't'},
 		{}};
-	const char *kms = NULL, *label = NULL, *recovery_path = NULL, *device;
+	const char *kms = NULL, *label = NULL, *recovery_path = NULL, *device, *threshold_arg = NULL;
+	const char *names[KMSCRYPT_TOKEN_MAX_WRAPS];
+	size_t n_kms = 0;
+	unsigned threshold = 1;
+	char desc[KMSCRYPT_TOKEN_MAX_WRAPS * 80];
 	bool force = false, recovery_written = false, no_recovery = false;
 	unsigned long sector = 0;
 	uint64_t size = 0;
 	char mapping[128];
-	struct kms_handle h = {};
+	struct kms_handle hs[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
 	_cleanup_secret_ struct secret *secret = NULL, *recovery = NULL;
 	_cleanup_free_ char *token = NULL, *what = NULL;
 	struct volume_header old = {};
@@ -214,7 +355,12 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		char *end;
 		switch (opt) {
 		case 'k':
-			kms = optarg;
+			if (add_kms_name(names, &n_kms, optarg) < 0)
+				return KMSCRYPT_EXIT_USAGE;
+			kms = names[0];
+			break;
+		case 't':
+			threshold_arg = optarg;
 			break;
 		case 'l':
 			label = optarg;
@@ -242,10 +388,13 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc || !kms)
-		return log_error_errno(EINVAL, "Usage: kmscrypt format DEVICE --kms NAME [--label L] "
+		return log_error_errno(EINVAL, "Usage: kmscrypt format DEVICE --kms NAME [--kms NAME2 "
+					       "... [--threshold K]] [--label L] "
 					       "[--recovery-key-file F | --no-recovery-key] "
 					       "[--force]"),
 		       KMSCRYPT_EXIT_USAGE;
+	if (parse_threshold(threshold_arg, n_kms, &threshold) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 	if (no_recovery && recovery_path)
 		return log_error_errno(EINVAL, "--recovery-key-file and --no-recovery-key exclude "
 					       "each other."),
@@ -257,6 +406,7 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	if (label && (strlen(label) > 47 || strchr(label, '\n')))
 		return log_error_errno(EINVAL, "--label must be at most 47 characters."),
 		       KMSCRYPT_EXIT_USAGE;
+	cli_json_target(c, device, NULL); /* --json: a failure from here on is this volume's item */
 	r = device_exists(device);
 	if (r < 0)
 		return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
@@ -326,9 +476,12 @@ int cmd_format(struct cli *c, int argc, char **argv)
 				    recovery_path);
 		goto out;
 	}
-	r = kms_handle_open(&c->core, kms, &h);
-	if (r < 0)
-		goto out;
+	for (size_t i = 0; i < n_kms; i++) {
+		r = kms_handle_open(&c->core, names[i], &hs[i]);
+		if (r < 0)
+			goto out;
+	}
+	binding_desc(hs, n_kms, threshold, desc, sizeof(desc));
 
 	/* Wrap before writing anything: a KMS failure leaves the device untouched. */
 	r = uuid_random(uuid);
@@ -337,7 +490,10 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	r = secret_random(KMSCRYPT_SECRET_BYTES, &secret);
 	if (r < 0)
 		goto out;
-	r = wrap_token(&h, uuid, 0, secret, &token);
+	if (n_kms == 1)
+		r = wrap_token(&hs[0], uuid, 0, secret, &token);
+	else
+		r = wrap_token_multi(hs, n_kms, threshold, uuid, 0, secret, &token);
 	if (r < 0)
 		goto out;
 	if (!no_recovery) {
@@ -372,33 +528,40 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		log_error_errno(r, "Cannot format '%s': %m", device);
 		if (recovery_written)
 			(void)unlink(recovery_path);
-		record_binding(c, "format", uuid, device, kms, "error");
+		record_binding(c, "format", uuid, device, names, n_kms, "error");
 		goto out;
 	}
-	record_binding(c, "format", uuid, device, kms, "ok");
+	record_binding(c, "format", uuid, device, names, n_kms, "ok");
 	core_default_mapping(label, uuid, mapping, sizeof(mapping));
 	if (label && strcmp(label, mapping) != 0)
 		log_notice("Label '%s' cannot be a device-mapper name; 'kmscrypt unlock' will open "
 			   "'%s' as /dev/mapper/%s (choose another with --name).",
 			   label, device, mapping);
 	if (c->json) {
-		json_object *o = json_object_new_object();
-		json_object_object_add(o, "device", json_object_new_string(device));
-		json_object_object_add(o, "uuid", json_object_new_string(uuid));
+		json_object *o = cli_json_volume(device, uuid, 0, NULL);
 		json_object_object_add(o, "kms", json_object_new_string(kms));
+		json_object_object_add(o, "provider", json_object_new_string(hs[0].cfg.provider->name));
 		json_object_object_add(o, "keyslot", json_object_new_int(0));
+		json_binding(o, names, n_kms, threshold);
 		if (recovery)
 			json_object_object_add(o, "recovery_keyslot", json_object_new_int(1));
 		if (recovery_path)
 			json_object_object_add(o, "recovery_key_file",
 					       json_object_new_string(recovery_path));
+		/* the only copy of the recovery key: printed from locked memory (cli.h) */
 		if (recovery && !recovery_path)
-			print_json_with_key(o, recovery);
+			json_object_object_add(o, "recovery_key",
+					       json_object_new_string("@recovery_key@"));
+		json_object *doc = json_object_new_object(), *arr = json_object_new_array();
+		json_object_array_add(arr, o);
+		json_object_object_add(doc, "volumes", arr);
+		if (recovery && !recovery_path)
+			cli_print_json_secret(doc, "@recovery_key@", recovery);
 		else
-			cli_print_json(o);
+			cli_print_json(doc);
 	} else if (!c->quiet) {
-		printf("Formatted '%s' as LUKS2 volume %s, bound to KMS '%s' (%s) in keyslot 0.\n",
-		       device, uuid, kms, h.cfg.provider->name);
+		printf("Formatted '%s' as LUKS2 volume %s, bound to %s in keyslot 0.\n", device, uuid,
+		       desc);
 		if (recovery_path)
 			printf("Recovery key (keyslot 1) written to '%s': store it offline.\n",
 			       recovery_path);
@@ -428,7 +591,8 @@ out:
 	if (lock >= 0)
 		close(lock);
 	volume_header_done(&old);
-	kms_handle_done(&h);
+	for (size_t i = 0; i < n_kms; i++)
+		kms_handle_done(&hs[i]);
 	return cli_exit_code(r);
 }
 
@@ -436,18 +600,27 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 {
 	static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
 					     {"key-file", required_argument, NULL, 'K'},
+					     {"threshold", required_argument, NULL, 't'},
 					     {}};
-	const char *kms = NULL, *keyfile = NULL, *device;
+	const char *kms = NULL, *keyfile = NULL, *device, *threshold_arg = NULL;
+	const char *names[KMSCRYPT_TOKEN_MAX_WRAPS];
+	size_t n_kms = 0;
+	unsigned threshold = 1;
+	char desc[KMSCRYPT_TOKEN_MAX_WRAPS * 80];
 	struct volume_header hdr = {};
-	struct kms_handle h = {};
+	struct kms_handle hs[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
 	_cleanup_secret_ struct secret *auth = NULL, *secret = NULL;
 	_cleanup_free_ char *token = NULL;
 	int opt, r, lock = -1, keyslot;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
-		if (opt == 'k')
-			kms = optarg;
+		if (opt == 'k') {
+			if (add_kms_name(names, &n_kms, optarg) < 0)
+				return KMSCRYPT_EXIT_USAGE;
+			kms = names[0];
+		} else if (opt == 't')
+			threshold_arg = optarg;
 		else if (opt == 'K')
 			keyfile = optarg;
 		else
@@ -455,13 +628,16 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 	}
 	if (optind + 1 != argc || !kms || !keyfile)
 		return log_error_errno(EINVAL, "Usage: kmscrypt bind DEVICE --kms NAME --key-file "
-					       "FILE (an existing passphrase or key file; '-' reads "
-					       "stdin)"),
+					       "FILE [--kms NAME2 ... [--threshold K]] (an existing "
+					       "passphrase or key file; '-' reads stdin)"),
 		       KMSCRYPT_EXIT_USAGE;
+	if (parse_threshold(threshold_arg, n_kms, &threshold) < 0)
+		return KMSCRYPT_EXIT_USAGE;
 	device = argv[optind];
 	_cleanup_free_ char *abs = realpath(device, NULL);
 	if (abs)
 		device = abs;
+	cli_json_target(c, device, NULL); /* --json: a failure from here on is this volume's item */
 	r = device_exists(device);
 	if (r < 0)
 		return cli_exit_code(r);
@@ -476,6 +652,22 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 		r = r == -EINVAL ? -ENODEV : r;
 		goto out;
 	}
+	cli_json_target(c, device, hdr.uuid);
+	{
+		/* a bind or rotate-secret killed half-way: finish or undo it first (core/rotate.c) */
+		char why[512];
+		r = core_pending_cleanup(&c->core, device, hdr.uuid, why, sizeof(why));
+		if (r < 0) {
+			log_error("Cannot bind '%s' (UUID %s): %s.", device, hdr.uuid, why);
+			goto out;
+		}
+		if (r > 0) {
+			volume_header_done(&hdr);
+			r = volume_read_header(device, &hdr);
+			if (r < 0)
+				goto out;
+		}
+	}
 	if (hdr.token_id >= 0) {
 		r = log_error_errno(EEXIST,
 				    "'%s' (UUID %s) is already bound to kmscrypt (token %d). Unbind it "
@@ -489,9 +681,12 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 		log_error_errno(r, "Cannot read key file '%s': %m", keyfile);
 		goto out;
 	}
-	r = kms_handle_open(&c->core, kms, &h);
-	if (r < 0)
-		goto out;
+	for (size_t i = 0; i < n_kms; i++) {
+		r = kms_handle_open(&c->core, names[i], &hs[i]);
+		if (r < 0)
+			goto out;
+	}
+	binding_desc(hs, n_kms, threshold, desc, sizeof(desc));
 	r = volume_free_keyslot(device, &keyslot);
 	if (r < 0) {
 		log_error_errno(r, "No free keyslot on '%s': %m", device);
@@ -500,10 +695,13 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 	r = secret_random(KMSCRYPT_SECRET_BYTES, &secret);
 	if (r < 0)
 		goto out;
-	r = wrap_token(&h, hdr.uuid, keyslot, secret, &token);
+	if (n_kms == 1)
+		r = wrap_token(&hs[0], hdr.uuid, keyslot, secret, &token);
+	else
+		r = wrap_token_multi(hs, n_kms, threshold, hdr.uuid, keyslot, secret, &token);
 	if (r < 0)
 		goto out;
-	r = volume_bind(device, auth, keyslot, secret, token);
+	r = core_bind_marked(&c->core, device, auth, keyslot, secret, token);
 	if (r == -EPERM) {
 		log_error("The key file '%s' opens no keyslot of '%s'. Nothing was changed.", keyfile,
 			  device);
@@ -513,23 +711,27 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 		log_error_errno(r, "Cannot bind '%s': %m. The header was left as it was.", device);
 		goto out;
 	}
-	record_binding(c, "bind", hdr.uuid, device, kms, "ok");
-	if (!c->quiet && !c->json)
+	record_binding(c, "bind", hdr.uuid, device, names, n_kms, "ok");
+	if (!c->quiet && !c->json && n_kms == 1)
 		printf("Bound '%s' (UUID %s) to KMS '%s' in keyslot %d.\n", device, hdr.uuid, kms,
 		       keyslot);
+	else if (!c->quiet && !c->json)
+		printf("Bound '%s' (UUID %s) to %s, in keyslot %d.\n", device, hdr.uuid, desc,
+		       keyslot);
 	else if (c->json) {
-		json_object *o = json_object_new_object();
-		json_object_object_add(o, "device", json_object_new_string(device));
-		json_object_object_add(o, "uuid", json_object_new_string(hdr.uuid));
+		json_object *o = cli_json_volume(device, hdr.uuid, 0, NULL);
 		json_object_object_add(o, "kms", json_object_new_string(kms));
+		json_object_object_add(o, "provider", json_object_new_string(hs[0].cfg.provider->name));
 		json_object_object_add(o, "keyslot", json_object_new_int(keyslot));
-		cli_print_json(o);
+		json_binding(o, names, n_kms, threshold);
+		cli_print_volume(o);
 	}
 out:
 	if (lock >= 0)
 		close(lock);
 	volume_header_done(&hdr);
-	kms_handle_done(&h);
+	for (size_t i = 0; i < n_kms; i++)
+		kms_handle_done(&hs[i]);
 	return cli_exit_code(r);
 }
 
@@ -543,9 +745,11 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 		return KMSCRYPT_EXIT_USAGE;
 	if (argc != 2 || argv[1][0] == '-')
 		return log_error_errno(EINVAL, "Usage: kmscrypt unbind DEVICE"), KMSCRYPT_EXIT_USAGE;
+	cli_json_target(c, argv[1], NULL); /* --json: a failure from here on is this volume's item */
 	r = core_read_volume(argv[1], &hdr, &t, true);
 	if (r < 0 && r != -EBADMSG)
 		goto out;
+	cli_json_target(c, argv[1], hdr.uuid);
 	/* Always asked: unbind removes the KMS way to the data, and LUKS2 does not record whether
 	 * a keyslot left is a recovery key someone kept or a passphrase long forgotten. */
 	r = volume_unbind_keyslots_left(argv[1], &left);
@@ -579,22 +783,69 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 		log_error_errno(r, "Cannot unbind '%s': %m", argv[1]);
 		goto out;
 	}
+	/* an interrupted rotation may have left a second kmscrypt token: it goes too */
+	for (int i = 0; i < 32 && volume_unbind(argv[1]) == 0; i++)
+		;
+	json_object *ob = json_object_new_object();
+	json_object_object_add(ob, "kms", json_str_or_null(t.kms));
 	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = "unbind",
 								 .uuid = hdr.uuid,
 								 .device = argv[1],
 								 .kms = t.kms,
 								 .result = "ok",
-								 .duration_ms = -1});
-	if (!c->quiet && !c->json)
+								 .duration_ms = -1,
+								 .old_binding = json_object_to_json_string(ob)});
+	json_object_put(ob);
+	if (c->json) {
+		json_object *o = cli_json_volume(argv[1], hdr.uuid, 0, NULL);
+		json_object_object_add(o, "kms", json_str_or_null(t.kms));
+		json_object_object_add(o, "result", json_object_new_string("unbound"));
+		cli_print_volume(o);
+	} else if (!c->quiet) {
 		printf("Removed the kmscrypt token and its keyslot from '%s' (UUID %s). KMS '%s' "
 		       "still records the volume.\n",
 		       argv[1], hdr.uuid, t.kms ? t.kms : "?");
+	}
 out:
 	if (lock >= 0)
 		close(lock);
 	token_done(&t);
 	volume_header_done(&hdr);
 	return cli_exit_code(r);
+}
+
+/* check --json of a multi-KMS volume: the binding and each KMS's answer. */
+static void check_json_answers(const struct vol *v, json_object *o)
+{
+	json_object *arr;
+	unsigned ok;
+
+	if (v->tok.n_wraps < 2)
+		return;
+	arr = json_object_new_array();
+	ok = v->answers ? core_answers_ok(&v->tok, v->answers) : 0;
+	json_object_object_add(o, "threshold", json_object_new_int((int)v->tok.threshold));
+	for (size_t i = 0; i < v->tok.n_wraps; i++) {
+		json_object *a = json_object_new_object();
+		const struct core_wrap_answer *an = v->answers ? &v->answers[i] : NULL;
+		const char *res = !an || an->r == 1 ? "not-asked"
+				  : an->r == 0	    ? "answered"
+						    : cli_exit_name(cli_exit_code(an->r));
+		char desc[512] = "";
+		if (an && an->r < 0)
+			kms_error_describe(&an->err, desc, sizeof(desc));
+		json_object_object_add(a, "kms", json_object_new_string(v->tok.wraps[i].kms));
+		json_object_object_add(a, "provider",
+				       json_object_new_string(v->tok.wraps[i].provider));
+		json_object_object_add(a, "result", json_object_new_string(res));
+		json_object_object_add(a, "message", desc[0] ? json_object_new_string(desc) : NULL);
+		json_object_array_add(arr, a);
+	}
+	json_object_object_add(o, "kms_answers", arr);
+	json_object_object_add(o, "kms_spare",
+			       json_object_new_int(ok >= v->tok.threshold
+							   ? (int)(ok - v->tok.threshold)
+							   : -1));
 }
 
 static int check_one(const struct cli *c, struct kms_set *hs, const char *device,
@@ -606,23 +857,49 @@ static int check_one(const struct cli *c, struct kms_set *hs, const char *device
 	_cleanup_secret_ struct secret *secret = NULL;
 	char buf[512];
 	double t0 = now_ms();
+	unsigned errors = log_error_count();
 	bool audit = false;
 	int r;
 
 	r = vol_from_device(&c->core, device, &v, true);
 	if (r < 0)
 		goto out;
+	{
+		char pend[512];
+		if (core_reencrypt_pending(&v, pend, sizeof(pend)))
+			log_warning("%s", pend);
+	}
 	/* A revoked volume is not unwrapped, not even to test it: restore is the way back. */
 	if (vol_refusal(&c->core, &v, v.msg, sizeof(v.msg))) {
 		r = v.state_r < 0 && v.state_r != -ENOENT ? -EBADMSG : -EALREADY;
 		log_error("%s", v.msg);
 		goto out;
 	}
+	if (v.tok.n_wraps > 1) {
+		/* several KMSs: every one is asked, and each answer reported */
+		audit = true;
+		r = core_unwrap(&c->core, hs, &v, "check", &secret, NULL);
+		if (r < 0) {
+			log_error("%s", v.msg);
+			goto out;
+		}
+		goto test;
+	}
 	h = kms_set_get(&c->core, hs, v.tok.kms, &r);
-	if (!h)
+	if (!h && core_unwrap_fallback(&c->core, hs, &v, &secret) == 0)
+		h = kms_set_get(&c->core, hs, v.tok.kms, &r); /* another token's configuration */
+	if (!h) {
+		/* logged for the first volume bound to it only */
+		snprintf(v.msg, sizeof(v.msg),
+			 "Cannot check '%s' (UUID %s): KMS configuration '%s' cannot be used (see "
+			 "the error logged for it).",
+			 device, v.hdr.uuid, v.tok.kms);
 		goto out;
+	}
 	audit = true; /* a KMS round trip with the volume's secret */
 	r = kms_handle_unwrap(h, v.hdr.uuid, &v.tok, &secret, &err);
+	if (r < 0 && core_unwrap_fallback(&c->core, hs, &v, &secret) == 0)
+		r = 0; /* another kmscrypt token opened it (a rotation was interrupted) */
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "Cannot unwrap the secret of '%s' (UUID %s) through KMS '%s': %s; "
@@ -631,6 +908,7 @@ static int check_one(const struct cli *c, struct kms_set *hs, const char *device
 		snprintf(v.msg, sizeof(v.msg), "%s", buf);
 		goto out;
 	}
+test:
 	r = volume_test_secret(device, v.tok.keyslot, secret);
 	if (r < 0) {
 		snprintf(v.msg, sizeof(v.msg),
@@ -647,25 +925,33 @@ out:
 	v.ms = now_ms() - t0;
 	if (audit)
 		vol_audit(&c->core, &v, "check", NULL);
-	if (c->json && v.hdr.uuid[0]) {
-		json_object *o = json_object_new_object();
-		json_object_object_add(o, "device", json_object_new_string(device));
-		json_object_object_add(o, "uuid", json_object_new_string(v.hdr.uuid));
+	if (c->json) {
+		/* this volume's own error: the last one logged since it began, else its message */
+		const char *msg = r == 0 ? NULL
+				  : log_error_count() != errors ? log_last_error()
+								 : v.msg;
+		json_object *o = cli_json_volume(device, v.hdr.uuid, cli_exit_code(r), msg);
 		if (v.has_tok) {
 			json_object_object_add(o, "kms", json_object_new_string(v.tok.kms));
 			json_object_object_add(o, "provider", json_object_new_string(v.tok.provider));
 			json_object_object_add(o, "key_id", json_object_new_string(v.tok.key_id));
 			json_object_object_add(o, "keyslot", json_object_new_int(v.tok.keyslot));
 			json_object_object_add(o, "revoked", json_object_new_boolean(vol_revoked(&v)));
+			check_json_answers(&v, o);
 		}
 		json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
 		json_object_object_add(o, "result",
 				       json_object_new_string(cli_exit_name(cli_exit_code(r))));
 		json_object_object_add(o, "duration_ms", json_ms(v.ms));
-		if (arr)
-			json_object_array_add(arr, o);
-		else
-			cli_print_json(o);
+		json_object_array_add(arr, o);
+	} else if (r == 0 && !c->quiet && v.answers) {
+		char buf2[600];
+		unsigned ok = core_answers_ok(&v.tok, v.answers);
+		core_answers_describe(&v.tok, v.answers, buf2, sizeof(buf2));
+		printf("'%s' (UUID %s): %u of its %zu KMSs answered (%u needed) and the secret opens "
+		       "keyslot %d (%.0f ms); %u more may fail before it cannot open: %s.\n",
+		       device, v.hdr.uuid, ok, v.tok.n_wraps, v.tok.threshold, v.tok.keyslot, v.ms,
+		       ok - v.tok.threshold, buf2);
 	} else if (r == 0 && !c->quiet) {
 		printf("'%s' (UUID %s): KMS '%s' unwrapped its secret and it opens keyslot %d "
 		       "(%.0f ms).\n",
@@ -689,7 +975,7 @@ int cmd_check(struct cli *c, int argc, char **argv)
 	for (int i = 1; i < argc; i++)
 		if (argv[i][0] == '-')
 			goto usage;
-	if (c->json && argc > 2)
+	if (c->json)
 		arr = json_object_new_array();
 	for (int i = 1; i < argc; i++) {
 		r = check_one(c, &hs, argv[i], arr);

@@ -129,6 +129,33 @@ static bool header_name_ok(const char *s)
 	return true;
 }
 
+int http_request_json(struct http_request *req, const char *method, const char *base, const char *path,
+		      const char *query, struct secret *body)
+{
+	struct http_request r0 = {};
+	int r;
+
+	r = base ? http_request_init2(&r0, method, base, path, query) : -EINVAL;
+	if (r >= 0 && strcmp(r0.scheme, "https") != 0)
+		r = -EINVAL;
+	if (r < 0) {
+		http_request_done(&r0);
+		secret_free(body);
+		return r;
+	}
+	http_request_take_body(&r0, body);
+	if (body)
+		r = http_request_header_add(&r0, "Content-Type", "application/json");
+	if (r >= 0)
+		r = http_request_header_add(&r0, "Accept", "application/json");
+	if (r < 0) {
+		http_request_done(&r0);
+		return r;
+	}
+	*req = r0;
+	return 0;
+}
+
 int http_request_header_add(struct http_request *req, const char *name, const char *value)
 {
 	struct http_header *h;
@@ -431,6 +458,23 @@ int http_parse_rfc3339(const char *s, time_t *ret)
 	t = http_timegm(y, mo, d, h, mi, sec) - off;
 	*ret = (time_t)t;
 	return 0;
+}
+
+int kms_http_classify(int status, const char *code, const struct kms_code_class *codes)
+{
+	if (code && *code)
+		for (const struct kms_code_class *c = codes; c && c->code; c++)
+			if (strcmp(c->code, code) == 0)
+				return c->r;
+	if (status >= 200 && status <= 299)
+		return 0;
+	if (http_status_transient(status))
+		return -EAGAIN;
+	if (status == 401 || status == 403 || status == 404 || status == 410)
+		return -EACCES;
+	if (status >= 400 && status <= 499 && code && *code)
+		return -EACCES;
+	return -EBADMSG;
 }
 
 int kms_error_fill(struct kms_error *e, int r, int http_status, const char *code, const char *request_id,

@@ -60,6 +60,11 @@ int http_request_init(struct http_request *req, const char *method, const char *
  * "scheme://host[:port]"; a trailing '/' of @base and a path in @base are not allowed. */
 int http_request_init2(struct http_request *req, const char *method, const char *base, const char *path,
 		       const char *query);
+/* The request of a JSON API (every HTTPS provider): http_request_init2() limited to https, taking
+ * over @body (NULL: none; freed on failure too), with "Content-Type: application/json" when there
+ * is a body and "Accept: application/json".  @req must be zeroed; it is left zeroed on failure. */
+int http_request_json(struct http_request *req, const char *method, const char *base, const char *path,
+		      const char *query, struct secret *body);
 /* Append a header (duplicates allowed). */
 int http_request_header_add(struct http_request *req, const char *name, const char *value);
 /* Replace the first header named @name (case-insensitive) in place, dropping any later ones, or append. */
@@ -86,6 +91,21 @@ struct http_response *http_response_free(struct http_response *resp);
 
 /* Is @status worth another attempt?  408, 425, 429, 500, 502, 503, 504 (and other 5xx). */
 bool http_status_transient(int status);
+
+/* A vendor error code and the provider.h class it means (-EACCES, -EAGAIN, -EBADMSG, ...). */
+struct kms_code_class {
+	const char *code;
+	int r;
+};
+
+/* Reply-to-error classification shared by the remote codecs (pure).  In order:
+ *   @code found in @codes (NULL-safe, ended by an entry with code == NULL): its class;
+ *   2xx: 0;
+ *   http_status_transient(@status): -EAGAIN (unavailable);
+ *   401, 403, 404, 410: -EACCES (denied: a permanent answer of the KMS);
+ *   other 4xx with a vendor code: -EACCES (an answer we do not know by name is still an answer);
+ *   anything else (no status, 3xx, a 4xx without a code, 1xx): -EBADMSG (invalid). */
+int kms_http_classify(int status, const char *code, const struct kms_code_class *codes);
 
 /* Retry policy (pure; the caller sleeps).  Full jitter: rnd mod min(200 ms * 2^(attempt-1), 20 s),
  * @attempt counting from 1 for the delay before the second try.  @rnd is uniformly random. */

@@ -6,6 +6,26 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "kmscrypt/token.h"
+
+/* One wrap of a version-2 token: the keyslot secret (share 0) or one Shamir share of it (share =
+ * x coordinate 1..255, codec/shamir.h) wrapped by one KMS configuration. */
+struct kmscrypt_wrap {
+	char *kms;
+	char *provider;
+	char *key_id;
+	char *key_version;
+	char *alg;
+	uint8_t *blob;
+	size_t blob_len;
+	unsigned share;
+};
+
+#define TOKEN_MAX_WRAPS KMSCRYPT_TOKEN_MAX_WRAPS
+
+/* Version 1 and 2 parse into the same struct.  The v1 fields (kms ... blob) are always those of the
+ * first wrap (their own copies), so code that knows one KMS per volume keeps working; @wraps has
+ * every wrap (one for a v1 token) and @threshold how many must answer (1 for v1 and any-of). */
 struct kmscrypt_token {
 	int version;
 	int keyslot;
@@ -20,6 +40,9 @@ struct kmscrypt_token {
 	char *revoked_reason;   /* its "reason" ("" when absent), valid when @revoked */
 	uint8_t *blob;
 	size_t blob_len;
+	unsigned threshold;           /* k: wraps that must answer (1 after parsing v1) */
+	size_t n_wraps;               /* n: 1..TOKEN_MAX_WRAPS after parsing */
+	struct kmscrypt_wrap *wraps;  /* owned; wraps[0] mirrors the v1 fields */
 };
 
 /* Parse and validate.  -EBADMSG with a one-line reason in @err (may be NULL) when the JSON is not a
@@ -27,7 +50,9 @@ struct kmscrypt_token {
  * field missing or of the wrong type, a string field holding a control character, blob not base64 or
  * too large, "revoked" not an object. */
 int token_parse(const char *json, struct kmscrypt_token *ret, char *err, size_t errlen);
-/* Serialise; @created is set from @now when NULL. */
+/* Serialise; @created is set from @now when NULL.  @t->version 2 writes @t->wraps and
+ * @t->threshold (-EINVAL when they break the rules of include/kmscrypt/token.h); any other version
+ * writes a version-1 token from the v1 fields (so a parsed v1 token is written back as v1). */
 int token_format(const struct kmscrypt_token *t, time_t now, char **ret_json);
 void token_done(struct kmscrypt_token *t);
 /* Rewrite the token JSON @json with the revoked mark set (@at > 0: "revoked": {"at": RFC 3339 of

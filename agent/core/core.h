@@ -75,6 +75,32 @@ void kms_set_done(struct kms_set *s);
 int kms_handle_unwrap(struct kms_handle *h, const char *uuid, const struct kmscrypt_token *t,
 		      struct secret **ret, struct kms_error *err);
 
+/* One KMS's answer for one wrap of a token (core_token_unwrap()). */
+struct core_wrap_answer {
+	int r;                /* 0: unwrapped; < 0: its error; 1: not asked */
+	struct kms_error err;
+};
+/* Unwrap @t's secret through every wrap of its binding (include/kmscrypt/token.h): @hs[i] is the
+ * handle of wraps[i]'s configuration (NULL when it cannot be used, @hr[i] then says why).  The
+ * KMSs are asked concurrently; any one for threshold 1, k shares combined (codec/shamir.h) for k of
+ * n.  @ans (t->n_wraps entries) gets each KMS's answer (r 1: none yet when enough had answered).  Returns 0 with *@ret (32 bytes, which the
+ * caller proves against the keyslot), or: when fewer than k answered, the first transient failure
+ * (unavailable) if k could still answer later, else -EACCES if one denied, else the first error
+ * (fewer than k KMSs can ever answer).  No logging. */
+int core_token_unwrap(struct kms_handle *const *hs, const int *hr, const char *uuid,
+		      const struct kmscrypt_token *t, bool wait_all, struct secret **ret,
+		      struct core_wrap_answer *ans);
+/* core_token_unwrap() returns as soon as k KMSs answered (unless @wait_all: check waits for every
+ * answer, to report them); the requests still running finish in the background.  Join them: call
+ * this before closing any handle passed to it (kms_set_done() does). */
+void core_unwrap_reap(void);
+/* "KMS 'a' answered; KMS 'b' denied access (code: message); ..." */
+void core_answers_describe(const struct kmscrypt_token *t, const struct core_wrap_answer *ans,
+			   char *buf, size_t n);
+unsigned core_answers_ok(const struct kmscrypt_token *t, const struct core_wrap_answer *ans);
+/* A failure the KMS may not repeat later (network, 5xx, throttling): "unavailable". */
+bool core_kms_transient(int r);
+
 /* "<code>: <message> (HTTP n, request id)" into @buf for one-line errors. */
 void kms_error_describe(const struct kms_error *e, char *buf, size_t n);
 /* What to tell the operator after an unwrap error. */

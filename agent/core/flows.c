@@ -11,6 +11,7 @@
 
 #include "core/flows.h"
 #include "kmscrypt/exit.h"
+#include "kmscrypt/token.h"
 #include "state/state.h"
 #include "util/cleanup.h"
 #include "util/clock.h"
@@ -20,6 +21,46 @@
 
 #define UNLOCK_PARALLEL 8
 
+/* core_unwrap() of a version-2 token: every KMS of the binding, answers kept in v->answers. */
+static int unwrap_multi(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+			const char *verb, struct secret **ret, struct kms_error *ret_err)
+{
+	struct kms_handle *hs[KMSCRYPT_TOKEN_MAX_WRAPS];
+	int hr[KMSCRYPT_TOKEN_MAX_WRAPS];
+	char buf[600];
+	unsigned ok;
+	int r;
+
+	free(v->answers);
+	v->answers = calloc(v->tok.n_wraps, sizeof(*v->answers));
+	if (!v->answers)
+		return v->r = -ENOMEM;
+	for (size_t i = 0; i < v->tok.n_wraps; i++)
+		hs[i] = kms_set_get(c, ks, v->tok.wraps[i].kms, &hr[i]);
+	r = core_token_unwrap(hs, hr, v->hdr.uuid, &v->tok, !strcmp(verb, "check"), ret,
+			      v->answers);
+	if (r == 0)
+		return 0;
+	v->r = r;
+	ok = core_answers_ok(&v->tok, v->answers);
+	core_answers_describe(&v->tok, v->answers, buf, sizeof(buf));
+	if (snprintf(v->msg, sizeof(v->msg), "Cannot %s '%s' (UUID %s): %u of its %zu KMSs answered, "
+		     "%u needed: %s; %s.",
+		 verb, v->device, v->hdr.uuid, ok, v->tok.n_wraps, v->tok.threshold, buf,
+		 core_kms_transient(r) ? "retry when enough are reachable"
+				       : "too few can ever answer: open it with its recovery key "
+					 "and bind a new set ('A KMS of a threshold binding is "
+					 "gone' in kmscrypt(8))") >= (int)sizeof(v->msg))
+		v->msg[sizeof(v->msg) - 2] = '.'; /* truncated: still one line */
+	if (ret_err)
+		for (size_t i = 0; i < v->tok.n_wraps; i++)
+			if (v->answers[i].r == r) {
+				*ret_err = v->answers[i].err;
+				break;
+			}
+	return r;
+}
+
 int core_unwrap(const struct core_ctx *c, struct kms_set *ks, struct vol *v, const char *verb,
 		struct secret **ret, struct kms_error *ret_err)
 {
@@ -28,7 +69,11 @@ int core_unwrap(const struct core_ctx *c, struct kms_set *ks, struct vol *v, con
 	char buf[512];
 	int r;
 
+	if (v->tok.n_wraps > 1)
+		return unwrap_multi(c, ks, v, verb, ret, ret_err);
 	h = kms_set_get(c, ks, v->tok.kms, &r);
+	if (!h && core_unwrap_fallback(c, ks, v, ret) == 0)
+		return 0; /* another kmscrypt token (a rotation in progress) opened it */
 	if (!h) {
 		v->r = r;
 		snprintf(v->msg, sizeof(v->msg),
@@ -37,6 +82,8 @@ int core_unwrap(const struct core_ctx *c, struct kms_set *ks, struct vol *v, con
 		return r;
 	}
 	r = kms_handle_unwrap(h, v->hdr.uuid, &v->tok, ret, &err);
+	if (r < 0 && core_unwrap_fallback(c, ks, v, ret) == 0)
+		return 0; /* another kmscrypt token (a rotation in progress) opened it */
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		v->r = r;
@@ -122,7 +169,13 @@ static void unlock_one(const struct core_ctx *c, struct kms_set *ks, struct vol 
 	v->result = "unlocked";
 out:
 	v->ms = now_ms() - t0;
-	if (v->r == 0 && !strcmp(v->result, "unlocked"))
+	if (v->r == 0 && !strcmp(v->result, "unlocked") && v->answers)
+		snprintf(v->msg, sizeof(v->msg),
+			 "Unlocked '%s' (UUID %s) as /dev/mapper/%s through %u of its %zu KMSs (%u "
+			 "needed) in %.0f ms.",
+			 v->device, v->hdr.uuid, v->mapping, core_answers_ok(&v->tok, v->answers),
+			 v->tok.n_wraps, v->tok.threshold, v->ms);
+	else if (v->r == 0 && !strcmp(v->result, "unlocked"))
 		snprintf(v->msg, sizeof(v->msg),
 			 "Unlocked '%s' (UUID %s) as /dev/mapper/%s through KMS '%s' in %.0f ms.",
 			 v->device, v->hdr.uuid, v->mapping, v->tok.kms, v->ms);
@@ -146,7 +199,12 @@ int core_unlock(const struct core_ctx *c, struct kms_set *ks, struct vol **vols,
 		int rr;
 		if (!vols[i]->mapped && !vol_revoked(vols[i]) &&
 		    (vols[i]->state_r == 0 || vols[i]->state_r == -ENOENT))
-			(void)kms_set_get(c, ks, vols[i]->tok.kms, &rr);
+		{
+			for (size_t w = 0; w < vols[i]->tok.n_wraps; w++)
+				(void)kms_set_get(c, ks, vols[i]->tok.wraps[w].kms, &rr);
+			/* and those of its other tokens (core_unwrap_fallback()) */
+			core_open_token_kms(c, ks, vols[i]);
+		}
 	}
 	if (n == 1) {
 		unlock_one(c, ks, vols[0]);
@@ -440,9 +498,15 @@ void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
 		return;
 	}
 	v->result = "restored";
-	snprintf(v->msg, sizeof(v->msg),
-		 "Restored '%s' (UUID %s) through KMS '%s': %s in %.0f ms.", v->mapping,
-		 v->hdr.uuid, v->tok.kms, v->mapped ? "resumed" : "reopened", v->ms);
+	if (v->answers)
+		snprintf(v->msg, sizeof(v->msg),
+			 "Restored '%s' (UUID %s) through %u of its %zu KMSs: %s in %.0f ms.",
+			 v->mapping, v->hdr.uuid, core_answers_ok(&v->tok, v->answers),
+			 v->tok.n_wraps, v->mapped ? "resumed" : "reopened", v->ms);
+	else
+		snprintf(v->msg, sizeof(v->msg),
+			 "Restored '%s' (UUID %s) through KMS '%s': %s in %.0f ms.", v->mapping,
+			 v->hdr.uuid, v->tok.kms, v->mapped ? "resumed" : "reopened", v->ms);
 	vol_audit(c, v, "restore", NULL);
 }
 

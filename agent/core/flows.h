@@ -34,3 +34,77 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 /* Restore: unwrap through the KMS, resume (or reopen a closed volume), then clear both marks
  * (persist or fail).  While the KMS refuses, the device stays as it is and both marks stay. */
 void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v);
+
+/* ---- rotation (core/rotate.c) ---------------------------------------------------------------- */
+
+/* What a rotation changed, for the front end to print. */
+struct core_rotation {
+	char old_kms[128], new_kms[128];
+	char old_key_version[128], new_key_version[128];
+	int old_keyslot, new_keyslot;
+	bool resumed; /* rotate-secret finished what a killed run had begun */
+};
+
+/* rotate-master: unwrap @v's secret through the binding that opens it now, wrap it again under the
+ * newest version of the master key of @kms (NULL: the same configuration), write the new token
+ * next to the old one, prove it (unwrap it, it opens the keyslot), then remove the old token.  The
+ * new binding is recorded (state "history", kms-usage/) before the header changes; the audit
+ * record names the old and the new binding.  A revoked volume is refused; so is a token this
+ * version does not understand (multi-KMS).  The caller holds the state lock. */
+void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+			const char *kms, struct core_rotation *out);
+/* rotate-secret: a new random secret in a new keyslot, wrapped by the same configuration, proven
+ * to open, then the old keyslot and its token destroyed (the keyslot count does not grow; other
+ * keyslots such as the recovery key stay).  A run killed half-way is finished or undone by the
+ * next (a "kmscrypt-pending" token marks it in the header). */
+void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+			struct core_rotation *out);
+/* bind's header change with the same marker: a killed bind leaves no keyslot behind that the next
+ * bind would not remove.  volume_bind()'s return values. */
+int core_bind_marked(const struct core_ctx *c, const char *device, const struct secret *auth,
+		     int keyslot, const struct secret *secret, const char *token_json);
+/* Finish or undo what a killed bind or rotate-secret left in @device's header: 0 nothing, 1
+ * finished, 2 undone; -errno with a reason in @why. */
+int core_pending_cleanup(const struct core_ctx *c, const char *device, const char *uuid,
+			 char *why, size_t n);
+/* The "version" of @device's first kmscrypt token; 0 when none or unreadable. */
+int core_token_version(const char *device);
+/* Open (in @ks) the configurations of @v's other kmscrypt tokens: before threads start. */
+void core_open_token_kms(const struct core_ctx *c, struct kms_set *ks, const struct vol *v);
+/* The unlock path: @v's first token did not unwrap or open; try its other kmscrypt tokens (a
+ * rotation leaves two for a moment).  On success v->tok is the token that worked. */
+int core_unwrap_fallback(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+			 struct secret **ret);
+
+/* ---- reencrypt (core/reencrypt.c) ------------------------------------------------------------ */
+
+struct core_reencrypt_opts {
+	bool resume;                   /* finish a re-encryption that was interrupted */
+	const struct secret *recovery; /* NULL, or the recovery passphrase: its keyslot is carried */
+	bool remove_others;            /* keyslots whose passphrase was not given may be removed */
+	/* Before anything changes: @plan (one or more lines) says what will happen; @destructive
+	 * when keyslots will be removed.  Return 0 to go on, -errno to stop (v->r takes it). */
+	int (*confirm)(const char *plan, bool destructive, void *userdata);
+	int (*progress)(uint64_t size, uint64_t offset, void *userdata); /* volume_progress_fn */
+	void *userdata;
+};
+
+struct core_reencrypt_result {
+	bool resumed;
+	int keyslot;           /* the kmscrypt keyslot (same number as before) */
+	int recovery_keyslot;  /* the recovery passphrase's keyslot afterwards, -1 when none */
+	int removed[32];       /* keyslots removed because no passphrase for them was given */
+	int n_removed;
+	uint64_t bytes;        /* data re-encrypted by this run (last progress seen) */
+	uint64_t total;        /* data size */
+};
+
+/* Re-encrypt @v's data to a new volume key (or finish an interrupted run with o->resume): the
+ * secret is unwrapped through the KMS (it opens the old and the new keyslot), the volume stays
+ * open and serving I/O.  Refuses (nothing changed) a volume that is not open (unless resuming),
+ * revoked, with a re-encryption pending (unless resuming), or with keyslots whose passphrase
+ * was not given (unless o->remove_others: they are removed at the end).  Fills v's outcome. */
+void core_reencrypt(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+		    const struct core_reencrypt_opts *o, struct core_reencrypt_result *res);
+/* One sentence for status/check when @v's header has a re-encryption pending, else NULL. */
+const char *core_reencrypt_pending(const struct vol *v, char *buf, size_t n);

@@ -77,10 +77,29 @@ const char *core_hint_for_error(int r, const struct kms_error *e)
 	return core_hint_for(r);
 }
 
+static void lock_waiting(pid_t holder, void *userdata)
+{
+	const struct core_ctx *c = userdata;
+
+	if (holder > 0)
+		log_info("Waiting for the lock '%s/lock' held by PID %d (up to %u s)...",
+			 c->state_dir, (int)holder, c->lock_timeout_sec);
+	else
+		log_info("Waiting for the lock '%s/lock' held by another process (up to %u s)...",
+			 c->state_dir, c->lock_timeout_sec);
+}
+
 int core_lock(const struct core_ctx *c)
 {
-	int fd = state_lock(c->state_dir, c->lock_timeout_sec);
+	pid_t holder = 0;
+	int fd;
 
+	fd = state_lock_wait(c->state_dir, c->lock_timeout_sec, lock_waiting, (void *)c, &holder);
+	if (fd == -EBUSY && holder > 0)
+		return log_error_errno(fd,
+				       "PID %d has held '%s/lock' for %u s; wait for it to finish "
+				       "(ps -p %d) and retry.",
+				       (int)holder, c->state_dir, c->lock_timeout_sec, (int)holder);
 	if (fd == -EBUSY)
 		return log_error_errno(fd,
 				       "Another kmscrypt command has held '%s/lock' for %u s; wait "
@@ -354,6 +373,7 @@ oom:
 
 void kms_set_done(struct kms_set *s)
 {
+	core_unwrap_reap(); /* threshold unwraps that returned early may still use these handles */
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->r[i] < 0) {
 			free(s->h[i]->cfg.name);

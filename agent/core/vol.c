@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ void vol_done(struct vol *v)
 	free(v->device);
 	volume_header_done(&v->hdr);
 	token_done(&v->tok);
+	free(v->answers);
 	volume_state_done(&v->st);
 	memset(v, 0, sizeof(*v));
 }
@@ -75,12 +77,61 @@ static int looks_like_uuid(const char *s)
 	return 1;
 }
 
+static bool is_block_device(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+int vol_from_uuid(const struct core_ctx *c, const char *uuid, struct vol *v)
+{
+	char link[64], want[37];
+	char **devs = NULL;
+	int r;
+
+	memset(v, 0, sizeof(*v));
+	if (!looks_like_uuid(uuid))
+		return log_error_errno(EINVAL, "'UUID=%s' is not a LUKS UUID (8-4-4-4-12 hex "
+					       "digits).",
+				       uuid);
+	for (size_t i = 0; i < sizeof(want); i++)
+		want[i] = (char)tolower((unsigned char)uuid[i]);
+	/* udev's link first (the device the per-volume boot unit waits for), then every block
+	 * device carrying a kmscrypt token: never an image file (the saved state is not asked). */
+	snprintf(link, sizeof(link), "/dev/disk/by-uuid/%s", want);
+	if (is_block_device(link)) {
+		if (vol_from_device(c, link, v, false) == 0 && strcasecmp(v->hdr.uuid, want) == 0)
+			return 0;
+		vol_done(v);
+	}
+	r = volume_scan(&devs);
+	if (r < 0)
+		log_debug("Scanning block devices failed: %s", strerror(-r));
+	for (size_t i = 0; devs && devs[i]; i++) {
+		if (vol_from_device(c, devs[i], v, false) == 0 &&
+		    strcasecmp(v->hdr.uuid, want) == 0) {
+			strv_free(devs);
+			return 0;
+		}
+		vol_done(v);
+	}
+	strv_free(devs);
+	return log_error_errno(ENOENT,
+			       "No block device holds kmscrypt volume %s. Check that its disk is "
+			       "attached ('blkid -t UUID=%s').",
+			       want, want);
+}
+
 int vol_resolve(const struct core_ctx *c, const char *target, struct vol *v)
 {
 	struct volume_mapping m = {};
 	struct volume_state **states = NULL;
 	int r;
 
+	/* 0. UUID=<uuid> (crypttab's syntax, the per-volume boot unit): a block device */
+	if (strncasecmp(target, "UUID=", 5) == 0)
+		return vol_from_uuid(c, target + 5, v);
 	/* 1. a live mapping */
 	if (!strchr(target, '/') && volume_mapping_info(target, &m) == 0) {
 		if (!m.device[0] || !m.uuid[0])
@@ -163,6 +214,11 @@ static bool list_has(struct vol **l, size_t n, const char *uuid)
 
 int vol_list_all(const struct core_ctx *c, struct vol ***ret)
 {
+	return vol_list(c, 0, ret);
+}
+
+int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
+{
 	struct vol **l = calloc(1, sizeof(*l));
 	size_t n = 0;
 	char **devs = NULL;
@@ -208,6 +264,14 @@ int vol_list_all(const struct core_ctx *c, struct vol ***ret)
 			struct vol v;
 			if (!states[i]->device || list_has(l, n, states[i]->uuid))
 				continue;
+			/* unlock --all: an image file recorded by an earlier command is not a
+			 * volume of this machine's boot (libcryptsetup would attach a loop
+			 * device to it) */
+			if ((flags & VOL_LIST_BLOCK_ONLY) && !is_block_device(states[i]->device)) {
+				log_debug("Skipping '%s' (volume %s): not a block device.",
+					  states[i]->device, states[i]->uuid);
+				continue;
+			}
 			if (vol_from_device(c, states[i]->device, &v, false) == 0 &&
 			    strcmp(v.hdr.uuid, states[i]->uuid) == 0 && !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
@@ -230,6 +294,8 @@ int vol_refresh(const struct core_ctx *c, struct vol *v)
 	snprintf(mapping, sizeof(mapping), "%s", v->mapping);
 	volume_header_done(&v->hdr);
 	token_done(&v->tok);
+	free(v->answers); /* sized for the token just freed */
+	v->answers = NULL;
 	volume_state_done(&v->st);
 	v->has_tok = v->has_state = v->mapped = false;
 	v->map = (struct volume_mapping){};

@@ -27,6 +27,7 @@ struct vol {
 	char msg[768];
 	double ms;
 	struct volume_wipe_report wipe;
+	struct core_wrap_answer *answers; /* tok.n_wraps answers of a multi-KMS unwrap, or NULL */
 };
 
 void vol_done(struct vol *v);
@@ -34,11 +35,19 @@ void vol_list_free(struct vol **l);
 /* Fill @v from @device: header and token (-ENODEV when not kmscrypt), mapping, state.  Logs when
  * @log. */
 int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log);
-/* A target is a mapping name, a device path, a LUKS UUID, or the saved mapping name of a closed
- * volume.  Logs when not found. */
+/* A target is UUID=<uuid> (vol_from_uuid()), a mapping name, a device path, a LUKS UUID, or the
+ * saved mapping name of a closed volume.  Logs when not found. */
 int vol_resolve(const struct core_ctx *c, const char *target, struct vol *v);
 /* Every kmscrypt volume this host knows: scanned block devices, live mappings, saved state. */
 int vol_list_all(const struct core_ctx *c, struct vol ***ret);
+/* The same; VOL_LIST_BLOCK_ONLY (unlock --all) leaves out saved-state volumes whose device is not a
+ * block device (an image file recorded by an earlier command). */
+#define VOL_LIST_BLOCK_ONLY (1u << 0)
+int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret);
+/* The volume with LUKS UUID @uuid on a block device (/dev/disk/by-uuid/@uuid, else a scan of
+ * the block devices carrying a kmscrypt token; never the saved state's image files).  Logs when
+ * not found (-ENOENT) or when @uuid is not a UUID (-EINVAL). */
+int vol_from_uuid(const struct core_ctx *c, const char *uuid, struct vol *v);
 /* Record a failure of the current command for @v: v->r = @r, v->msg from @fmt. */
 void vol_fail(struct vol *v, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Re-read header, token, state and mapping (after the lock was released); keeps device and the

@@ -87,6 +87,8 @@ struct kms_key_info {
 	char key_version[128];
 	char state[64];        /* "enabled", "Active", ... as the KMS says */
 	char description[256]; /* e.g. "AES-256-GCM key file, fingerprint 1a2b..." */
+	char warning[256];     /* "" or one line the operator should act on (e.g. an Azure key
+				* rotation policy); printed by kms create and kms check */
 };
 
 struct kms_provider {

@@ -7,12 +7,18 @@ extern const struct kms_provider kms_provider_local;
 extern const struct kms_provider kms_provider_aws;
 extern const struct kms_provider kms_provider_vault;
 extern const struct kms_provider kms_provider_kmip;
+extern const struct kms_provider kms_provider_ciphertrust;
+extern const struct kms_provider kms_provider_azure;
+extern const struct kms_provider kms_provider_gcp;
 
 static const struct kms_provider *const providers[] = {
 	&kms_provider_local,
 	&kms_provider_aws,
 	&kms_provider_vault,
 	&kms_provider_kmip,
+	&kms_provider_ciphertrust,
+	&kms_provider_azure,
+	&kms_provider_gcp,
 	NULL,
 };
 

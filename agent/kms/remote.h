@@ -72,8 +72,11 @@ struct kms_remote {
 	struct http_client *http;
 
 	pthread_mutex_t lock;  /* guards the credential below */
-	struct secret *token;  /* NULL until the first login (or when login() keeps its own) */
+	struct secret *token;  /* NULL until the first login (or when login() keeps its own); a
+				* provider without login() may set a fixed token here after
+				* kms_remote_init() (a configured Vault token): done() frees it */
 	time_t expires;        /* 0: does not expire */
+	time_t renew_at;       /* log in again from then on (expires - margin); 0: never */
 	bool logged_in;        /* login() succeeded at least once and was not invalidated */
 	unsigned gen;          /* bumped on every login */
 
@@ -100,9 +103,17 @@ int kms_remote_call(struct kms_remote *r, kms_remote_build_fn build, const void 
 		    struct http_response *ret, struct kms_error *err);
 
 /* One unauthenticated request (token endpoint, instance metadata) with the same retries, deadline
- * and fail-fast memory.  Safe with or without r->lock held. */
+ * and fail-fast memory.  Safe with or without r->lock held.  Retries use the transport's default
+ * (http_status_transient()), not ops->transient: a token endpoint is not the KMS. */
 int kms_remote_send(struct kms_remote *r, const struct http_request *req, struct http_response *ret,
 		    struct kms_error *err);
+
+/* kms_remote_send() to an endpoint that deserves its own message when it cannot be reached (an
+ * instance metadata service, a token endpoint): a network failure (-EAGAIN/-ETIMEDOUT without an
+ * HTTP reply) is described as "<prefix>: <transport message>" with vendor code @code, and that is
+ * what the fail-fast memory repeats to the other volumes.  (Additive to the lead's contract.) */
+int kms_remote_send_named(struct kms_remote *r, const struct http_request *req, const char *code,
+			  const char *prefix, struct http_response *ret, struct kms_error *err);
 
 /* The current credential for a provider that must sign inside its own code (AWS): makes sure it is
  * fresh (logging in when due) and calls @fn with the lock held.  Returns what @fn returns. */

@@ -247,6 +247,43 @@ static void plugin_audit(struct crypt_device *cd, const char *state_dir, const c
 		     state_dir, strerror(-r));
 }
 
+/* A version-2 token: every KMS of the binding asked at once (core_token_unwrap()); a configuration
+ * that cannot be loaded is one KMS that does not answer.  @desc gets each KMS's answer. */
+static int plugin_unwrap_multi(struct crypt_device *cd, const char *config_dir,
+			       const struct kms_runtime *rt, const char *uuid,
+			       const struct kmscrypt_token *t, struct secret **ret, char *desc,
+			       size_t desc_len)
+{
+	struct kms_handle h[KMSCRYPT_TOKEN_MAX_WRAPS] = {}, *hp[KMSCRYPT_TOKEN_MAX_WRAPS];
+	struct core_wrap_answer ans[KMSCRYPT_TOKEN_MAX_WRAPS];
+	int hr[KMSCRYPT_TOKEN_MAX_WRAPS];
+	int r;
+
+	for (size_t i = 0; i < t->n_wraps; i++) {
+		hr[i] = plugin_kms_open(cd, config_dir, t->wraps[i].kms, rt, &h[i]);
+		if (hr[i] == -ENOMEM) {
+			r = -ENOMEM;
+			goto out;
+		}
+		hp[i] = hr[i] < 0 ? NULL : &h[i];
+	}
+	r = core_token_unwrap(hp, hr, uuid, t, false, ret, ans);
+	core_answers_describe(t, ans, desc, desc_len);
+	if (r < 0)
+		plog(cd, CRYPT_LOG_ERROR,
+		     "kmscrypt: %u of the %zu KMSs of volume %s answered, %u needed: %s; %s.",
+		     core_answers_ok(t, ans), t->n_wraps, uuid, t->threshold, desc,
+		     core_kms_transient(r) ? "retry when enough are reachable"
+					   : "too few can ever answer: use the recovery key");
+	else
+		plog(cd, CRYPT_LOG_DEBUG, "kmscrypt: volume %s: %s.", uuid, desc);
+out:
+	core_unwrap_reap(); /* the KMSs still answering use these handles */
+	for (size_t i = 0; i < t->n_wraps; i++)
+		kms_handle_done(&h[i]);
+	return r;
+}
+
 int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, size_t *buffer_len,
 			  void *usrptr)
 {
@@ -296,6 +333,15 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 		goto out;
 	}
 
+	if (t.n_wraps > 1) {
+		r = plugin_unwrap_multi(cd, config_dir, &rt, uuid, &t, &secret, desc, sizeof(desc));
+		if (r < 0) {
+			plugin_audit(cd, state_dir, uuid, t.kms, desc, t0);
+			r = token_errno(r);
+			goto out;
+		}
+		goto unwrapped;
+	}
 	r = plugin_kms_open(cd, config_dir, t.kms, &rt, &h);
 	if (r < 0)
 		goto out;
@@ -310,6 +356,7 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 		goto out;
 	}
 
+unwrapped:
 	/* Check the marks again, as they are now, before the secret leaves: the unwrap took time. */
 	r = reread_token(cd, &now);
 	if (r == 0)
@@ -343,7 +390,7 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
 	*buffer = copy;
 	*buffer_len = secret->len;
 	plog(cd, CRYPT_LOG_DEBUG, "kmscrypt: KMS '%s' (%s) unwrapped the secret of volume %s.",
-	     t.kms, h.cfg.provider->name, uuid);
+	     t.kms, t.n_wraps > 1 ? "and others" : h.cfg.provider->name, uuid);
 	plugin_audit(cd, state_dir, uuid, t.kms, "ok", t0);
 	r = 0;
 out:
@@ -397,6 +444,12 @@ void cryptsetup_token_dump(struct crypt_device *cd, const char *json)
 	plog(cd, CRYPT_LOG_NORMAL, "\twrapped:    %zu bytes", t.blob_len);
 	plog(cd, CRYPT_LOG_NORMAL, "\tcreated:    %s", t.created ? t.created : "(unknown)");
 	plog(cd, CRYPT_LOG_NORMAL, "\tschema:     %d", t.version);
+	if (t.n_wraps > 1) {
+		plog(cd, CRYPT_LOG_NORMAL, "\tthreshold:  %u of %zu", t.threshold, t.n_wraps);
+		for (size_t i = 1; i < t.n_wraps; i++)
+			plog(cd, CRYPT_LOG_NORMAL, "\tkms:        %s (%s, share %u)", t.wraps[i].kms,
+			     t.wraps[i].provider, t.wraps[i].share);
+	}
 	token_done(&t);
 }
 

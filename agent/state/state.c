@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -28,6 +29,7 @@ void volume_state_done(struct volume_state *s)
 	free(s->kms);
 	free(s->revoke_reason);
 	free(s->watch_verdict);
+	free(s->history);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -92,6 +94,11 @@ static int state_parse(const char *text, struct volume_state *ret)
 	if (json_object_object_get_ex(o, "watch_denials", &v) && json_object_is_type(v, json_type_int) &&
 	    json_object_get_int(v) >= 0)
 		s.watch_denials = (unsigned)json_object_get_int(v);
+	if (json_object_object_get_ex(o, "history", &v) && json_object_is_type(v, json_type_array) &&
+	    (r = dupopt(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+							     JSON_C_TO_STRING_NOSLASHESCAPE),
+			&s.history)) < 0)
+		goto out;
 	s.revoked = json_object_object_get_ex(o, "revoked", &v) && json_object_get_boolean(v);
 	s.last_unlock = jtime(o, "last_unlock");
 	s.last_lock = jtime(o, "last_lock");
@@ -174,6 +181,15 @@ int state_save(const char *dir, const struct volume_state *s)
 	add_time(o, "watch_last_probe", s->watch_last_probe);
 	if (s->watch_verdict)
 		json_object_object_add(o, "watch_denials", json_object_new_int((int)s->watch_denials));
+	if (s->history) {
+		json_object *h = json_tokener_parse(s->history);
+		if (!h || !json_object_is_type(h, json_type_array)) {
+			json_object_put(h);
+			json_object_put(o);
+			return -EINVAL;
+		}
+		json_object_object_add(o, "history", h);
+	}
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						     JSON_C_TO_STRING_NOSLASHESCAPE);
 	r = write_file_atomic(path, text, strlen(text), 0600, 0);
@@ -275,7 +291,42 @@ static int state_file_open(int dfd, const char *name, int flags)
 	return TAKE_FD(fd);
 }
 
-static int lock_take(const char *dir, unsigned timeout_sec, int op, bool create)
+/* Who holds a flock(2) lock on the file open as @fd: /proc/locks lists each lock as
+ * "N: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF" (proc(5); major and minor in
+ * hex), waiters as "N: -> FLOCK ...".  F_GETLK cannot see flock(2) locks.  The pid is the process that
+ * took the lock (it may have passed the descriptor on).  0 when none is found. */
+static pid_t lock_holder_fd(int fd)
+{
+	char line[256];
+	struct stat st;
+	pid_t found = 0;
+	FILE *f;
+
+	if (fstat(fd, &st) < 0)
+		return 0;
+	f = fopen("/proc/locks", "re");
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char type[16];
+		unsigned maj, min;
+		unsigned long ino;
+		int pid, k;
+
+		k = sscanf(line, "%*d: %15s %*s %*s %d %x:%x:%lu", type, &pid, &maj, &min, &ino);
+		if (k != 5 || strcmp(type, "FLOCK") != 0)
+			continue;
+		if (ino == (unsigned long)st.st_ino && maj == major(st.st_dev) &&
+		    min == minor(st.st_dev) && pid > 0 && pid != getpid())
+			found = pid;
+	}
+	fclose(f);
+	return found;
+}
+
+static int lock_take(const char *dir, unsigned timeout_sec, int op, bool create,
+		     void (*waiting)(pid_t holder, void *userdata), void *userdata,
+		     pid_t *ret_holder)
 {
 	_cleanup_close_ int dfd = -1, fd = -1;
 
@@ -290,20 +341,32 @@ static int lock_take(const char *dir, unsigned timeout_sec, int op, bool create)
 			return TAKE_FD(fd);
 		if (errno != EWOULDBLOCK && errno != EINTR)
 			return -errno;
-		if (waited >= timeout_sec * 10)
+		if (waited >= timeout_sec * 10) {
+			if (ret_holder)
+				*ret_holder = lock_holder_fd(fd);
 			return -EBUSY;
+		}
+		if (waited == 10 && waiting) /* say it once, after a second */
+			waiting(lock_holder_fd(fd), userdata);
 		usleep(100 * 1000);
 	}
 }
 
 int state_lock(const char *dir, unsigned timeout_sec)
 {
-	return lock_take(dir, timeout_sec, LOCK_EX, true);
+	return lock_take(dir, timeout_sec, LOCK_EX, true, NULL, NULL, NULL);
+}
+
+int state_lock_wait(const char *dir, unsigned timeout_sec,
+		    void (*waiting)(pid_t holder, void *userdata), void *userdata,
+		    pid_t *ret_holder)
+{
+	return lock_take(dir, timeout_sec, LOCK_EX, true, waiting, userdata, ret_holder);
 }
 
 int state_lock_shared(const char *dir, unsigned timeout_sec)
 {
-	return lock_take(dir, timeout_sec, LOCK_SH, false);
+	return lock_take(dir, timeout_sec, LOCK_SH, false, NULL, NULL, NULL);
 }
 
 /* One write(2) of @line and a '\n' with O_APPEND, then fsync: records of concurrent writers do not
@@ -351,6 +414,10 @@ int audit_append(const char *dir, const struct audit_record *a)
 	add_opt(o, "kms", a->kms);
 	add_opt(o, "reason", a->reason);
 	add_opt(o, "result", a->result);
+	if (a->old_binding)
+		json_object_object_add(o, "old", json_tokener_parse(a->old_binding));
+	if (a->new_binding)
+		json_object_object_add(o, "new", json_tokener_parse(a->new_binding));
 	if (a->duration_ms >= 0) {
 		char ms[32];
 		snprintf(ms, sizeof(ms), "%.3f", a->duration_ms);
@@ -431,6 +498,28 @@ int usage_list(const char *dir, const char *kms, char ***ret)
 fail:
 	strv_free(l);
 	return r;
+}
+
+int usage_forget(const char *dir, const char *kms)
+{
+	_cleanup_free_ char *path = NULL;
+	int r;
+
+	r = usage_path(dir, kms, &path);
+	if (r < 0)
+		return r;
+	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int state_remove(const char *dir, const char *uuid)
+{
+	_cleanup_free_ char *path = NULL;
+
+	if (!uuid_valid(uuid))
+		return -EINVAL;
+	if (asprintf(&path, "%s/volumes/%s.json", dir, uuid) < 0)
+		return -ENOMEM;
+	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
 int usage_record(const char *dir, const char *kms, const char *uuid, const char *device)

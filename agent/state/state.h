@@ -28,6 +28,10 @@ struct volume_state {
 	char *watch_verdict;
 	time_t watch_last_probe;
 	unsigned watch_denials;  /* consecutive denied verdicts */
+	/* Every binding the volume's secret was ever wrapped under (core/rotate.c), as the JSON text
+	 * of an array of {"kms", "provider", "key_id", "key_version", "keyslot", "since", "until"}
+	 * ("until" absent: current); NULL when never recorded.  Kept as it is by every save. */
+	char *history;
 };
 void volume_state_done(struct volume_state *s);
 
@@ -47,6 +51,11 @@ int state_dir_open(const char *dir, bool create);
 /* Take the state dir lock, waiting up to @timeout_sec.  Returns an fd (close to release), -EBUSY on
  * timeout, -ELOOP when 'lock' is a symbolic link, state_dir_open()'s errors. */
 int state_lock(const char *dir, unsigned timeout_sec);
+/* The same, calling @waiting once after about a second of waiting with the PID that holds the lock
+ * (0: unknown; from /proc/locks), and on -EBUSY setting *ret_holder (optional) likewise. */
+int state_lock_wait(const char *dir, unsigned timeout_sec,
+		    void (*waiting)(pid_t holder, void *userdata), void *userdata,
+		    pid_t *ret_holder);
 
 struct audit_record {
 	const char *action;  /* unlock, lock, revoke, restore, format, bind, unbind, kms-create, ... */
@@ -57,6 +66,10 @@ struct audit_record {
 	const char *reason;
 	const char *result;  /* "ok" or a one-line error */
 	double duration_ms;  /* < 0: not recorded */
+	/* rotations, bind: the binding before and after, each the JSON text of an object (NULL:
+	 * none); written as "old" and "new" */
+	const char *old_binding;
+	const char *new_binding;
 };
 /* One JSON line appended to audit.log (opened in state_dir_open()'s fd, O_NOFOLLOW) and fsynced. */
 int audit_append(const char *dir, const struct audit_record *a);
@@ -64,6 +77,10 @@ int audit_append(const char *dir, const struct audit_record *a);
 int usage_record(const char *dir, const char *kms, const char *uuid, const char *device);
 /* UUIDs ("uuid (device)") of volumes ever bound to @kms, NULL-terminated; empty list when none. */
 int usage_list(const char *dir, const char *kms, char ***ret);
+/* `kms delete --forget-missing`: drop the usage record of @kms (0 when there is none). */
+int usage_forget(const char *dir, const char *kms);
+/* Remove the state record of @uuid (0 when there is none). */
+int state_remove(const char *dir, const char *uuid);
 void strv_free(char **l);
 
 /* ---- the token plugin's side (state/inflight.c) ----------------------------------------------- */

@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -42,6 +43,8 @@ struct http_client {
 	size_t body_max;
 	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
 	void *tls_ctx_hook_data;
+	http_observer_fn observer;
+	void *observer_data;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -92,6 +95,8 @@ int http_client_new(const struct http_client_options *o, struct http_client **re
 	c->body_max = o->body_max ?: HTTP_BODY_MAX;
 	c->tls_ctx_hook = o->tls_ctx_hook;
 	c->tls_ctx_hook_data = o->tls_ctx_hook_data;
+	c->observer = o->observer;
+	c->observer_data = o->observer_data;
 	c->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
 	c->user_agent = strdup(o->user_agent ?: "kmscrypt/" KMSCRYPT_VERSION);
 	c->idle = calloc(c->max_connections, sizeof(*c->idle));
@@ -462,8 +467,64 @@ static int setup(struct http_client *c, CURL *h, const struct http_request *req,
 	return rc == CURLE_OK ? 0 : rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
 }
 
-int http_send(struct http_client *c, const struct http_request *req, struct http_response *ret,
-	      struct kms_error *err)
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* What an observer is told about one attempt, kept until it is told (after the retry decision). */
+struct attempt {
+	char url[512]; /* scheme://host/path, no query (parameters are not for the log) */
+	char request_id[96];
+	int status, error;
+	unsigned latency_ms;
+	bool reused;
+};
+
+/* The vendors' documented request id headers, first match wins: AWS (x-amzn-RequestId; S3-style
+ * x-amz-request-id), Azure (x-ms-request-id), and the common x-request-id (CipherTrust, proxies).
+ * Vault and Google Cloud KMS send none in headers. */
+static void attempt_request_id(const struct http_response *resp, struct attempt *a)
+{
+	static const char *const names[] = {"x-amzn-RequestId", "x-amz-request-id",
+					    "x-ms-request-id", "x-request-id"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		const char *v = http_response_header_get(resp, names[i]);
+		if (v && *v) {
+			snprintf(a->request_id, sizeof(a->request_id), "%s", v);
+			return;
+		}
+	}
+}
+
+static void attempt_report(struct http_client *c, const struct http_request *req,
+			   const struct attempt *a, const struct kms_error *err, unsigned attempt,
+			   unsigned backoff_ms)
+{
+	struct http_event ev = {
+		.method = req->method,
+		.url = a->url,
+		.status = a->status,
+		.error = a->error,
+		.message = a->error && err ? err->message : "",
+		.latency_ms = a->latency_ms,
+		.request_id = a->request_id[0] ? a->request_id : NULL,
+		.attempt = attempt,
+		.backoff_ms = backoff_ms,
+		.reused = a->reused,
+	};
+
+	if (c->observer && a->url[0])
+		c->observer(&ev, c->observer_data);
+}
+
+/* http_send() for one attempt, describing it in @a (when the request got as far as sending). */
+static int send_attempt(struct http_client *c, const struct http_request *req,
+			struct http_response *ret, struct kms_error *err, struct attempt *a)
 {
 	_cleanup_(http_response_done) struct http_response resp = {};
 	_cleanup_free_ char *url = NULL;
@@ -471,6 +532,7 @@ int http_send(struct http_client *c, const struct http_request *req, struct http
 	struct transfer t = { .resp = &resp, .body_max = c->body_max };
 	char errbuf[CURL_ERROR_SIZE] = "";
 	long status = 0, connects = 0;
+	uint64_t start;
 	CURLcode rc;
 	CURL *h;
 	int r;
@@ -497,6 +559,7 @@ int http_send(struct http_client *c, const struct http_request *req, struct http
 		return -ENOMEM;
 	}
 	curl_easy_reset(h); /* keeps the handle's live connections, DNS and TLS session caches */
+	snprintf(a->url, sizeof(a->url), "%s://%s%s", req->scheme, req->host, req->path);
 	r = setup(c, h, req, url, headers, &t, errbuf);
 	if (r < 0) {
 		curl_easy_reset(h);
@@ -504,7 +567,9 @@ int http_send(struct http_client *c, const struct http_request *req, struct http
 		slist_free_wiped(headers);
 		return kms_error_fill(err, r, 0, "", NULL, "could not set up the request to '%s'", req->host);
 	}
+	start = now_ms();
 	rc = curl_easy_perform(h);
+	a->latency_ms = (unsigned)MIN(now_ms() - start, (uint64_t)UINT_MAX);
 	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	(void)curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
 	/* drop pointers into this call's stack and the request before the handle goes back */
@@ -514,22 +579,31 @@ int http_send(struct http_client *c, const struct http_request *req, struct http
 	handle_put(c, h, connects);
 	slist_free_wiped(headers);
 
+	a->reused = rc == CURLE_OK && connects == 0;
 	if (rc != CURLE_OK)
-		return map_curl_error(c, req, rc, &t, errbuf, err);
+		return a->error = map_curl_error(c, req, rc, &t, errbuf, err);
 	if (status < 100 || status > 599)
-		return kms_error_fill(err, -EBADMSG, 0, "", NULL, "no HTTP status from '%s'", req->host);
-	resp.status = (int)status;
+		return a->error = kms_error_fill(err, -EBADMSG, 0, "", NULL,
+						 "no HTTP status from '%s'", req->host);
+	resp.status = a->status = (int)status;
+	attempt_request_id(&resp, a);
 	*ret = resp;
 	memset(&resp, 0, sizeof(resp));
 	return 0;
 }
 
-static uint64_t now_ms(void)
+int http_send(struct http_client *c, const struct http_request *req, struct http_response *ret,
+	      struct kms_error *err)
 {
-	struct timespec ts;
+	struct kms_error local = {};
+	struct attempt a = {};
+	int r;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (!err && c->observer)
+		err = &local; /* the observer gets the failure's message */
+	r = send_attempt(c, req, ret, err, &a);
+	attempt_report(c, req, &a, err, 1, 0);
+	return r;
 }
 
 static void sleep_ms(unsigned ms)
@@ -563,11 +637,16 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 	unsigned max = p->max_attempts ?: c->max_attempts;
 	uint64_t start = now_ms(), deadline = p->deadline_ms ? start + p->deadline_ms : 0;
 	struct http_response last = {};
+	struct kms_error local = {};
 	int r = -EAGAIN;
+
+	if (!err && c->observer)
+		err = &local; /* the observer gets a failure's message */
 
 	for (unsigned attempt = 1;; attempt++) {
 		struct http_request one = *req; /* shallow: only timeout_ms differs */
 		struct http_response resp = {};
+		struct attempt a = {};
 		unsigned wait = 0, remaining = 0;
 
 		if (deadline) {
@@ -580,20 +659,24 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 			if (!req->timeout_ms && c->request_timeout_ms < one.timeout_ms)
 				one.timeout_ms = c->request_timeout_ms;
 		}
-		r = http_send(c, &one, &resp, err);
+		r = send_attempt(c, &one, &resp, err, &a);
 		if (r == 0 && !transient(&resp, p->userdata)) {
+			attempt_report(c, req, &a, err, attempt, 0);
 			http_response_done(&last);
 			*ret = resp;
 			return 0;
 		}
 		if (r < 0 && r != -EAGAIN) {
+			attempt_report(c, req, &a, err, attempt, 0);
 			http_response_done(&last);
 			return r; /* denied, invalid, malformed: asking again will not help */
 		}
 		http_response_done(&last);
 		last = resp; /* zeroed when r < 0 */
-		if (attempt >= max)
+		if (attempt >= max) {
+			attempt_report(c, req, &a, err, attempt, 0);
 			break;
+		}
 		wait = kms_backoff_ms(attempt, random_u32());
 		if (r == 0) {
 			unsigned ra;
@@ -604,11 +687,13 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 		}
 		if (deadline && now_ms() + wait >= deadline) {
 			/* no time for another attempt: stop now rather than sleep past the deadline */
+			attempt_report(c, req, &a, err, attempt, 0);
 			deadline = 0;
 			if (r < 0)
 				r = -ETIMEDOUT;
 			break;
 		}
+		attempt_report(c, req, &a, err, attempt, wait);
 		sleep_ms(wait);
 		pthread_mutex_lock(&c->pool_lock);
 		c->stats.retries++;

@@ -15,6 +15,37 @@
 int log_max_level = LOG_INFO;
 static int log_to_journal;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *log_first_err, *log_last_err; /* for --json's error objects (log.h) */
+static unsigned log_n_err;
+
+const char *log_first_error(void)
+{
+	return log_first_err;
+}
+
+const char *log_last_error(void)
+{
+	return log_last_err;
+}
+
+unsigned log_error_count(void)
+{
+	return log_n_err;
+}
+
+/* Keep a copy of an error line (called with log_lock held). */
+static void log_remember(const char *line)
+{
+	char *copy = strdup(line);
+
+	if (!copy)
+		return;
+	log_n_err++;
+	if (!log_first_err)
+		log_first_err = strdup(line);
+	free(log_last_err);
+	log_last_err = copy;
+}
 
 void log_setup(void)
 {
@@ -51,7 +82,7 @@ int log_errno(int level, int err, const char *fmt, ...)
 	va_list ap, ap2;
 
 	err = err < 0 ? -err : err;
-	if (level <= log_max_level) {
+	if (level <= log_max_level || level <= LOG_ERR) {
 		errno = err; /* makes %m work */
 		va_start(ap, fmt);
 		va_copy(ap2, ap);
@@ -69,7 +100,11 @@ int log_errno(int level, int err, const char *fmt, ...)
 		}
 		va_end(ap2);
 		pthread_mutex_lock(&log_lock);
-		if (log_to_journal)
+		if (level <= LOG_ERR)
+			log_remember(line ? line : small_esc);
+		if (level > log_max_level)
+			; /* an error below the chosen level: remembered only */
+		else if (log_to_journal)
 			fprintf(stderr, "<%d>%s\n", level, line ? line : small_esc);
 		else
 			fprintf(stderr, "%s\n", line ? line : small_esc);

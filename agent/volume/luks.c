@@ -22,6 +22,7 @@
 #include "util/secret.h"
 #include "volume/dm.h"
 #include "volume/keyring.h"
+#include "volume/luks.h"
 #include "volume/volume.h"
 
 #define LUKS2_VOLUME_KEY_BYTES 64 /* aes-xts-plain64 with two AES-256 keys */
@@ -31,7 +32,7 @@
  * Machine-generated secrets are high-entropy: PBKDF2 with 1000 iterations and no benchmark, as
  * systemd-cryptenroll and clevis do.  A default argon2id keyslot costs seconds and up to 1 GiB.
  */
-static const struct crypt_pbkdf_type pbkdf_min = {
+const struct crypt_pbkdf_type luks_pbkdf_min = {
     .type = CRYPT_KDF_PBKDF2,
     .hash = "sha256",
     .iterations = 1000,
@@ -54,26 +55,31 @@ static void luks_setup_once(void)
 	/* The default callback serves every context and context-less messages; without it the
 	 * library prints to stdout/stderr.  Our log is thread-safe (util/log.c takes a mutex). */
 	crypt_set_log_callback(NULL, luks_log, NULL);
-	if (log_max_level >= LOG_DEBUG)
-		crypt_set_debug_level(CRYPT_DEBUG_ALL); /* not CRYPT_DEBUG_JSON: no token dumps */
+}
+
+void volume_set_debug(bool on)
+{
+	pthread_once(&luks_once, luks_setup_once);
+	/* not CRYPT_DEBUG_JSON: no token dumps */
+	crypt_set_debug_level(on ? CRYPT_DEBUG_ALL : CRYPT_DEBUG_NONE);
 }
 
 /* Take the lock and make sure libcryptsetup and libdevmapper log to us, not to stderr. */
-static void luks_lock(void)
+void luks_lock(void)
 {
 	pthread_once(&luks_once, luks_setup_once);
 	volume_lock();
 	volume_dm_quiet();
 }
 
-static void crypt_freep(struct crypt_device **cd)
+void crypt_freep(struct crypt_device **cd)
 {
 	if (*cd)
 		crypt_free(*cd);
 }
 
 /* Context for the LUKS2 header of @device: -ENOENT when missing, -ENODEV when not LUKS2. */
-static int luks_open(const char *device, struct crypt_device **ret)
+int luks_open(const char *device, struct crypt_device **ret)
 {
 	struct crypt_device *cd = NULL;
 	struct stat st;
@@ -112,8 +118,13 @@ static int keyslot_errno(int r)
 	return r == -ENOENT ? -EPERM : r;
 }
 
+int luks_keyslot_for_open(struct crypt_device *cd, int keyslot)
+{
+	return crypt_reencrypt_status(cd, NULL) == CRYPT_REENCRYPT_NONE ? keyslot : CRYPT_ANY_SLOT;
+}
+
 /* Id of the first token of type "kmscrypt", or -ENOENT. */
-static int token_find(struct crypt_device *cd)
+int token_find(struct crypt_device *cd)
 {
 	for (int id = 0; id < 32; id++) { /* LUKS2_TOKENS_MAX */
 		const char *type = NULL;
@@ -442,7 +453,7 @@ static int format_locked(const char *device, const struct volume_format_params *
 {
 	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
 	struct crypt_params_luks2 params = {
-	    .pbkdf = &pbkdf_min,
+	    .pbkdf = &luks_pbkdf_min,
 	    .label = p->label,
 	    .sector_size = p->sector_size,
 	};
@@ -469,7 +480,7 @@ static int format_locked(const char *device, const struct volume_format_params *
 		return r;
 	header_bytes = crypt_get_data_offset(cd) * 512;
 
-	r = crypt_set_pbkdf_type(cd, &pbkdf_min);
+	r = crypt_set_pbkdf_type(cd, &luks_pbkdf_min);
 	if (r < 0)
 		goto wipe;
 	r = crypt_keyslot_add_by_volume_key(cd, p->keyslot, NULL, 0, (const char *)p->secret->buf,
@@ -542,7 +553,7 @@ static int bind_locked(const char *device, const struct secret *auth, int keyslo
 		return -EEXIST; /* one kmscrypt token per volume (include/kmscrypt/token.h) */
 	if (crypt_keyslot_status(cd, keyslot) != CRYPT_SLOT_INACTIVE)
 		return crypt_keyslot_status(cd, keyslot) == CRYPT_SLOT_INVALID ? -EINVAL : -EEXIST;
-	r = crypt_set_pbkdf_type(cd, &pbkdf_min);
+	r = crypt_set_pbkdf_type(cd, &luks_pbkdf_min);
 	if (r < 0)
 		return r;
 	r = crypt_keyslot_add_by_passphrase(cd, keyslot, (const char *)auth->buf, auth->len,
@@ -654,8 +665,8 @@ static int test_secret_locked(const char *device, int keyslot, const struct secr
 	/* name NULL: only checks that the keyslot opens; no dm needed (works on image files).  It
 	 * still asks libdevmapper about keyring support, outside libcryptsetup's dm log setup. */
 	volume_dm_quiet();
-	r = crypt_activate_by_passphrase(cd, NULL, keyslot, (const char *)secret->buf, secret->len,
-					 0);
+	r = crypt_activate_by_passphrase(cd, NULL, luks_keyslot_for_open(cd, keyslot),
+					 (const char *)secret->buf, secret->len, 0);
 	return r < 0 ? keyslot_errno(r) : 0;
 }
 
@@ -699,7 +710,7 @@ static int activate_locked(const char *device, const char *name, int keyslot,
 	 * (the default; a process-wide switch in libcryptsetup 2.6). */
 	(void)crypt_volume_key_keyring(cd, 1);
 	volume_dm_quiet();
-	r = crypt_activate_by_keyring(cd, name, desc, keyslot, 0);
+	r = crypt_activate_by_keyring(cd, name, desc, luks_keyslot_for_open(cd, keyslot), 0);
 	if (keyctl_invalidate(id) < 0)
 		log_debug("Failed to invalidate key '%s': %m", desc);
 	/* libcryptsetup leaves its logon copy of the volume key in this thread's keyring on
@@ -864,6 +875,213 @@ int volume_resume(const char *name, int keyslot, const struct secret *secret)
 
 	luks_lock();
 	r = resume_locked(name, keyslot, secret);
+	volume_unlock();
+	return r;
+}
+
+/* ---- several tokens, keyslot add/destroy (rotation: core/rotate.c) ---------------------------- */
+
+void volume_tokens_free(struct volume_token *l, size_t n)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(l[i].type);
+		free(l[i].json);
+	}
+	free(l);
+}
+
+static int tokens_list_locked(const char *device, struct volume_token **ret, size_t *ret_n)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	struct volume_token *l = NULL;
+	size_t n = 0;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	for (int id = 0; id < 32; id++) { /* LUKS2_TOKENS_MAX */
+		const char *type = NULL, *json = NULL;
+		crypt_token_info ti = crypt_token_status(cd, id, &type);
+		struct volume_token *nl;
+
+		if (ti == CRYPT_TOKEN_INVALID || ti == CRYPT_TOKEN_INACTIVE || !type ||
+		    strncmp(type, KMSCRYPT_TOKEN_TYPE, strlen(KMSCRYPT_TOKEN_TYPE)) != 0)
+			continue;
+		if (crypt_token_json_get(cd, id, &json) < 0)
+			continue;
+		nl = reallocarray(l, n + 1, sizeof(*l));
+		if (!nl) {
+			volume_tokens_free(l, n);
+			return -ENOMEM;
+		}
+		l = nl;
+		l[n] = (struct volume_token){.id = id, .keyslot = -1};
+		l[n].type = strdup(type);
+		l[n].json = strdup(json);
+		n++;
+		if (!l[n - 1].type || !l[n - 1].json) {
+			volume_tokens_free(l, n);
+			return -ENOMEM;
+		}
+		for (int ks = 0; ks < crypt_keyslot_max(CRYPT_LUKS2); ks++)
+			if (crypt_token_is_assigned(cd, id, ks) == 0) {
+				l[n - 1].keyslot = ks;
+				break;
+			}
+	}
+	*ret = l;
+	*ret_n = n;
+	return 0;
+}
+
+int volume_tokens_list(const char *device, struct volume_token **ret, size_t *ret_n)
+{
+	int r;
+
+	luks_lock();
+	r = tokens_list_locked(device, ret, ret_n);
+	volume_unlock();
+	return r;
+}
+
+static int token_add_locked(const char *device, int keyslot, const char *json, int *ret_id)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	if (keyslot >= 0) {
+		r = token_import(cd, keyslot, json);
+	} else {
+		r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+		if (r == -EINVAL)
+			r = -EBADMSG;
+	}
+	if (r < 0)
+		return r;
+	if (ret_id)
+		*ret_id = r;
+	return 0;
+}
+
+int volume_token_add(const char *device, int keyslot, const char *json, int *ret_id)
+{
+	int r;
+
+	luks_lock();
+	r = token_add_locked(device, keyslot, json, ret_id);
+	volume_unlock();
+	return r;
+}
+
+static int token_remove_locked(const char *device, int id, const char *expect_json)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	const char *cur = NULL;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	r = crypt_token_json_get(cd, id, &cur);
+	if (r < 0)
+		return r == -EINVAL ? -ENOENT : r;
+	if (expect_json && strcmp(cur, expect_json) != 0)
+		return -ESTALE;
+	r = crypt_token_json_set(cd, id, NULL);
+	return r < 0 ? r : 0;
+}
+
+int volume_token_remove(const char *device, int id, const char *expect_json)
+{
+	int r;
+
+	luks_lock();
+	r = token_remove_locked(device, id, expect_json);
+	volume_unlock();
+	return r;
+}
+
+static int keyslot_add_locked(const char *device, int keyslot, const struct secret *auth,
+			      const struct secret *secret)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	if (crypt_keyslot_status(cd, keyslot) != CRYPT_SLOT_INACTIVE)
+		return -EEXIST;
+	r = crypt_set_pbkdf_type(cd, &luks_pbkdf_min);
+	if (r < 0)
+		return r;
+	volume_dm_quiet();
+	r = crypt_keyslot_add_by_passphrase(cd, keyslot, (const char *)auth->buf, auth->len,
+					    (const char *)secret->buf, secret->len);
+	return r < 0 ? keyslot_errno(r) : 0;
+}
+
+int volume_keyslot_add(const char *device, int keyslot, const struct secret *auth,
+		       const struct secret *secret)
+{
+	int r;
+
+	luks_lock();
+	r = keyslot_add_locked(device, keyslot, auth, secret);
+	volume_unlock();
+	return r;
+}
+
+static int keyslot_destroy_locked(const char *device, int keyslot)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	if (crypt_keyslot_status(cd, keyslot) == CRYPT_SLOT_INACTIVE)
+		return 0;
+	r = crypt_keyslot_destroy(cd, keyslot);
+	return r < 0 ? r : 0;
+}
+
+int volume_keyslot_destroy(const char *device, int keyslot)
+{
+	int r;
+
+	luks_lock();
+	r = keyslot_destroy_locked(device, keyslot);
+	volume_unlock();
+	return r;
+}
+
+static int keyslot_active_locked(const char *device, int keyslot, bool *ret)
+{
+	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+	crypt_keyslot_info ki;
+	int r;
+
+	r = luks_open(device, &cd);
+	if (r < 0)
+		return r;
+	ki = crypt_keyslot_status(cd, keyslot);
+	*ret = ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST;
+	return 0;
+}
+
+int volume_keyslot_active(const char *device, int keyslot, bool *ret)
+{
+	int r;
+
+	luks_lock();
+	r = keyslot_active_locked(device, keyslot, ret);
 	volume_unlock();
 	return r;
 }

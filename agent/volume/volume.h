@@ -36,6 +36,10 @@ struct volume_header {
 };
 void volume_header_done(struct volume_header *h);
 
+/* --debug: libcryptsetup's debug messages (CRYPT_DEBUG_ALL, never its JSON dumps) go to our log at
+ * LOG_DEBUG, "libcryptsetup: ..." (shown once log_max_level is LOG_DEBUG).  Call before threads. */
+void volume_set_debug(bool on);
+
 /* Load the LUKS2 header of @device (block device or image file).  -ENODEV when it is not LUKS2. */
 int volume_read_header(const char *device, struct volume_header *ret);
 
@@ -94,6 +98,32 @@ int volume_unbind_keyslots_left(const char *device, int *ret_left);
 
 /* Does @secret open @keyslot of @device?  No activation.  0 or -EPERM. */
 int volume_test_secret(const char *device, int keyslot, const struct secret *secret);
+
+/* ---- several tokens (rotation, core/rotate.c) ------------------------------------------------- */
+
+/* A LUKS2 token whose type starts with "kmscrypt" ("kmscrypt", and "kmscrypt-pending", the marker
+ * of a keyslot change in progress). */
+struct volume_token {
+	int id;
+	char *type;
+	char *json;
+	int keyslot; /* first keyslot assigned to it, -1 when none */
+};
+/* Every such token of @device, by id. */
+int volume_tokens_list(const char *device, struct volume_token **ret, size_t *ret_n);
+void volume_tokens_free(struct volume_token *l, size_t n);
+/* Import @json as a new token (another kmscrypt token on the same keyslot is allowed) assigned to
+ * @keyslot (-1: to none), id in *ret_id (may be NULL).  -EBADMSG when rejected. */
+int volume_token_add(const char *device, int keyslot, const char *json, int *ret_id);
+/* Remove token @id if its JSON is still @expect_json (NULL: whatever it is): -ESTALE otherwise. */
+int volume_token_remove(const char *device, int id, const char *expect_json);
+/* Add keyslot @keyslot opened by @secret, authorised by @auth (opens any keyslot); PBKDF2 1000
+ * iterations as format.  -EEXIST when @keyslot is in use, -EPERM when @auth opens nothing. */
+int volume_keyslot_add(const char *device, int keyslot, const struct secret *auth,
+		       const struct secret *secret);
+/* Destroy @keyslot (0 when it is inactive already). */
+int volume_keyslot_destroy(const char *device, int keyslot);
+int volume_keyslot_active(const char *device, int keyslot, bool *ret);
 
 /* ---- device-mapper ----------------------------------------------------------------------------- */
 
@@ -158,3 +188,63 @@ void volume_mapping_list_free(struct volume_mapping **l);
 
 /* Count keys whose description starts with "kmscrypt:" in /proc/keys (for checks and tests). */
 int volume_keyring_count_kmscrypt(void);
+
+/* ---- re-encryption (volume/reencrypt.c) ------------------------------------------------------ */
+
+/*
+ * A new volume key through LUKS2 re-encryption (libcryptsetup's reencrypt API, online when @name is
+ * an active mapping of @device, offline when NULL).
+ *
+ * The kmscrypt keyslot keeps its number (its secret is wrapped for "<uuid>:<keyslot>"): a new
+ * unbound keyslot opened by the same secret carries the new key while the data is re-encrypted;
+ * when libcryptsetup finishes it destroys every keyslot of the old key (all of them: a keyslot
+ * whose passphrase was not given is lost), and the secret is then added back in its old keyslot
+ * number and the token re-assigned to it.  The recovery passphrase, when given, gets a keyslot
+ * for the new key before anything starts.  A journal token of type "kmscrypt-reencrypt" (no
+ * keyslots, fields below) records the plan in the header, so volume_reencrypt_resume() can finish
+ * any step after a crash.
+ */
+#define VOLUME_REENCRYPT_TOKEN_TYPE "kmscrypt-reencrypt"
+
+struct volume_reencrypt_info {
+	int pending;           /* 0 none; 1 in progress (clean); 2 crashed (recovery on next use) */
+	bool journal;          /* kmscrypt's journal token is present: a kmscrypt re-encryption */
+	int keyslot;           /* journal: the kmscrypt keyslot; else -1 */
+	int keyslot_new;       /* journal: the new-key keyslot opened by the kmscrypt secret */
+	int recovery_new;      /* journal: the new-key keyslot of the recovery passphrase, or -1 */
+	bool new_key_bound;    /* keyslot_new already serves the data (the data pass finished) */
+	int active[32];        /* active keyslots bound to the data key (not the reencrypt one) */
+	int n_active;
+};
+/* What @device's header says about re-encryption; no changes.  -ENODEV when not LUKS2. */
+int volume_reencrypt_info(const char *device, struct volume_reencrypt_info *ret);
+
+/* Which active keyslot @pass opens (no activation, works on image files): the keyslot number,
+ * -EPERM when none. */
+int volume_keyslot_of(const char *device, const struct secret *pass);
+
+/* Progress: @size bytes to do in all, @offset done; return non-zero to stop (resumable). */
+typedef int (*volume_progress_fn)(uint64_t size, uint64_t offset, void *userdata);
+
+struct volume_reencrypt_params {
+	const char *name;              /* active mapping (online), NULL for offline */
+	bool name_optional;            /* resume: offline when @name is not active */
+	int keyslot;                   /* the kmscrypt keyslot */
+	const struct secret *secret;   /* opens @keyslot */
+	const struct secret *recovery; /* NULL, or opens one other keyslot, carried over */
+	volume_progress_fn progress;
+	void *userdata;
+};
+/* Start (journal, new keyslots, init) and run a re-encryption, then put the kmscrypt keyslot back
+ * in its number.  -EALREADY when one is pending (resume it), -EBUSY when @name is not @device's
+ * mapping, -EPERM when @secret does not open @keyslot (or @recovery no other keyslot), -ENOSPC
+ * when there are not enough free keyslots, -ENOTSUP without device-mapper (online), -EINTR when
+ * @progress stopped it (resumable).  Writes @ret_recovery_keyslot (-1 when none). */
+int volume_reencrypt(const char *device, const struct volume_reencrypt_params *p,
+		     int *ret_recovery_keyslot);
+/* Finish what volume_reencrypt() started: resume the data pass (online through p->name, else
+ * offline), then the keyslot steps.  p->keyslot and p->recovery are ignored (the journal has
+ * them).  -ENOENT when nothing is pending, -EMEDIUMTYPE when a re-encryption not started by
+ * kmscrypt is pending (cryptsetup reencrypt --resume-only). */
+int volume_reencrypt_resume(const char *device, const struct volume_reencrypt_params *p,
+			    int *ret_recovery_keyslot);

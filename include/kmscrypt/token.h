@@ -19,6 +19,32 @@
  *                                            optional: present only while the volume is revoked
  *   }
  *
+ * Version 2: several KMSs (`kmscrypt bind|format DEVICE --kms A --kms B [--threshold K]`).  The
+ * top-level fields are those of version 1 less the five of one wrap and the blob, plus:
+ *
+ *   {
+ *     "type": "kmscrypt", "keyslots": ["1"],
+ *     "version":   2,
+ *     "threshold": 2,                        k: how many wraps must be unwrapped to open the keyslot
+ *     "wraps": [                             n (1..16) wraps, each by a different KMS configuration
+ *       {"kms": "a", "provider": "local", "key_id": "...", "key_version": "", "alg": "A256GCM",
+ *        "blob": "<base64>", "share": 1},
+ *       ...
+ *     ],
+ *     "created": "...", "revoked": {...}     as in version 1
+ *   }
+ *
+ *   - any-of: "threshold": 1; every wrap holds the whole 32-byte secret and "share" is 0; any one
+ *     KMS opens the volume.
+ *   - k of n: 2 <= k <= n; the secret is split with Shamir's scheme over GF(2^8) (the AES field,
+ *     x^8 + x^4 + x^3 + x + 1; agent/codec/shamir.h), each byte the constant term of its own random
+ *     polynomial of degree k-1; wrap i holds the 32-byte share at x = "share" (1..255, distinct).
+ *     Any k shares give the secret by Lagrange interpolation at 0; fewer give nothing about it.
+ *   Invalid: threshold outside 1..n, n outside 1..16, a share repeated or 0 with k > 1, a share
+ *   other than 0 with k = 1, two wraps naming the same KMS configuration.  Each wrap is bound to
+ *   the volume with the same associated data as a version-1 wrap (below).  kmscrypt writes
+ *   version 1 for a single KMS and reads both.
+ *
  * The revoked mark.  `kmscrypt revoke` writes "revoked" into the token (and the same mark into the
  * state dir) before it wipes the key; `kmscrypt restore` removes both, only after the KMS has
  * unwrapped the secret again.  While the mark is present `kmscrypt unlock`, `unlock --all`,
@@ -39,6 +65,8 @@
 #pragma once
 
 #define KMSCRYPT_TOKEN_TYPE "kmscrypt"
-#define KMSCRYPT_TOKEN_VERSION 1
+#define KMSCRYPT_TOKEN_VERSION 1       /* one KMS */
+#define KMSCRYPT_TOKEN_VERSION_MULTI 2 /* several KMSs: any-of or k of n */
+#define KMSCRYPT_TOKEN_MAX_WRAPS 16
 #define KMSCRYPT_AAD_PREFIX "kmscrypt:v1:"
 #define KMSCRYPT_SECRET_BYTES 32 /* the per-volume secret that opens the kmscrypt keyslot */

@@ -26,7 +26,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fakecommon  # noqa: E402
-from fakecommon import BaseHandler, FakeApp, Faults, Stats, malformed_body  # noqa: E402
+from fakecommon import BaseHandler, FakeApp, malformed_body  # noqa: E402
 
 from botocore.auth import SigV4Auth  # noqa: E402
 from botocore.awsrequest import AWSRequest, HTTPHeaders  # noqa: E402
@@ -123,8 +123,7 @@ class AwsKmsApp(FakeApp):
         self.keys = {}          # key uuid -> record
         self.aliases = {}       # alias name -> {target, created, updated}
         self.denied = {}        # access key id or principal ARN -> set of actions ("*" = all)
-        self.imds_stats = Stats()
-        self.imds_faults = Faults()
+        self.imds_stats, self.imds_faults = self.second_listener("imds")
         self.imds_tokens = {}   # token -> expiry
         self.imds_role = args.imds_role
         self.imds_enabled = True
@@ -204,23 +203,6 @@ class AwsKmsApp(FakeApp):
 
     def alias_arn(self, name):
         return "arn:aws:kms:%s:%s:%s" % (self.region, self.account, name)
-
-    def counters(self):
-        d = self.stats.snapshot()
-        d["imds"] = self.imds_stats.snapshot()
-        return d
-
-    def all_stats(self):
-        return [self.stats, self.imds_stats]
-
-    def all_faults(self):
-        return [self.faults, self.imds_faults]
-
-    def stats_for(self, server):
-        return self.imds_stats if server == "imds" else self.stats
-
-    def faults_for(self, server):
-        return self.imds_faults if server == "imds" else self.faults
 
     # ---------------------------------------------------------------- IMDS credentials
     def _rotate_imds(self):

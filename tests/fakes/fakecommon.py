@@ -381,21 +381,33 @@ class FakeApp:
     def now(self):
         return time.time() + self.clock_offset
 
-    # stats/faults per listener; subclasses with several listeners override these
+    # stats/faults per listener: the API listener, and optionally a second one (instance metadata)
+    # with its own, named for the control API ("server": NAME) and the counters
+    second = None
+
+    def second_listener(self, name, record_path=None):
+        self.second = name
+        self.second_stats = Stats(record_path=record_path)
+        self.second_faults = Faults()
+        return self.second_stats, self.second_faults
+
     def counters(self):
-        return self.stats.snapshot()
+        d = self.stats.snapshot()
+        if self.second:
+            d[self.second] = self.second_stats.snapshot()
+        return d
 
     def all_stats(self):
-        return [self.stats]
+        return [self.stats] + ([self.second_stats] if self.second else [])
 
     def all_faults(self):
-        return [self.faults]
+        return [self.faults] + ([self.second_faults] if self.second else [])
 
     def stats_for(self, server):
-        return self.stats
+        return self.second_stats if self.second and server == self.second else self.stats
 
     def faults_for(self, server):
-        return self.faults
+        return self.second_faults if self.second and server == self.second else self.faults
 
     def op_clock(self, offset_s=0):
         self.clock_offset = float(offset_s)

@@ -49,8 +49,8 @@ expect_out "$ARN" "create reports the resolved key ARN"
 expect_eq "$(stat -c %a etc/kms/st.conf)" 600 "configuration file is mode 0600"
 expect_eq "$(grep -c '^KeyArn=' etc/kms/st.conf)" 1 "create recorded KeyArn"
 expect_rc 0 "kms show" -- "$K" kms show st --json
-expect_eq "$(json_get "$OUT" "j['settings']['SecretAccessKey']")" "********" "show masks the secret access key"
-expect_eq "$(json_get "$OUT" "j['settings']['KeyArn']")" "$ARN" "show gives the key ARN"
+expect_eq "$(json_get "$OUT" "j['settings']['secret_access_key']")" "********" "show masks the secret access key"
+expect_eq "$(json_get "$OUT" "j['settings']['key_arn']")" "$ARN" "show gives the key ARN"
 expect_not_out "fakeSecretKey" "show output holds no secret"
 expect_rc 0 "kms show (text)" -- "$K" kms show st
 expect_not_out "fakeSecretKey" "text show holds no secret"
@@ -118,7 +118,7 @@ truncate -s 40M a.img b.img
 expect_rc 0 "format a.img (static)" -- "$K" format a.img --kms st
 expect_rc 0 "format b.img (IMDS)" -- "$K" format b.img --kms im
 expect_rc 0 "check a.img" -- "$K" check a.img --json
-expect_eq "$(json_get "$OUT" "j['key_id']")" "$ARN" "token records the key ARN"
+expect_eq "$(json_get "$OUT" "j['volumes'][0]['key_id']")" "$ARN" "token records the key ARN"
 expect_rc 0 "check b.img" -- "$K" check b.img
 OUT=$(fake_ctl aws "/requests?since=0")
 expect_eq "$(json_get "$OUT" "[r['body'].get('EncryptionContext') for r in j['requests'] if r.get('action')=='Decrypt'][-1]['kmscrypt:keyslot']")" 0 \

@@ -41,13 +41,13 @@ base64 -w0 lab.key >lab.b64
 chmod 600 lab.b64
 expect_rc 0 "base64 key file accepted" -- "$K" kms create lab64 --provider local --key-file lab.b64
 expect_rc 0 "kms list --json" -- "$K" kms list --json
-expect_eq "$(json_get "$OUT" "sorted(k['name'] for k in j['kms'])")" "['lab', 'lab64']" "list names both"
+expect_eq "$(json_get "$OUT" "sorted(k['name'] for k in j['configurations'])")" "['lab', 'lab64']" "list names both"
 expect_rc 0 "kms show --json" -- "$K" kms show lab --json
-expect_eq "$(json_get "$OUT" "j['settings']['KeyFile']")" "$tmp/lab.key" "show gives the absolute key path"
+expect_eq "$(json_get "$OUT" "j['settings']['key_file']")" "$tmp/lab.key" "show gives the absolute key path"
 expect_out "not for production" "show warns about the local provider"
-id=$(json_get "$OUT" "j['settings']['KeyId']")
+id=$(json_get "$OUT" "j['settings']['key_id']")
 expect_rc 0 "lab64 is the same key" -- "$K" kms show lab64 --json
-expect_eq "$(json_get "$OUT" "j['settings']['KeyId']")" "$id" "raw and base64 files give one key id"
+expect_eq "$(json_get "$OUT" "j['settings']['key_id']")" "$id" "raw and base64 files give one key id"
 expect_rc 0 "kms check" -- "$K" kms check lab --json
 expect_eq "$(json_get "$OUT" "j['ok']")" True "check reports ok"
 
@@ -96,7 +96,7 @@ expect_rc 6 "format a missing device" -- "$K" format nosuch.img --kms lab
 
 # ---- check
 expect_rc 0 "check" -- "$K" check a.img --json
-expect_eq "$(json_get "$OUT" "j['ok']")" True "check --json ok"
+expect_eq "$(json_get "$OUT" "j['volumes'][0]['ok']")" True "check --json ok"
 mv lab-copy.key lab-copy.key.away
 expect_rc 3 "check with the key file gone is denied" -- "$K" check a.img
 expect_out "cannot be read" "denial names the cause"

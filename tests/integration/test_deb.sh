@@ -58,6 +58,7 @@ plugin_dir=/usr/lib/$ma/cryptsetup
 for f in /usr/sbin/kmscrypt /usr/sbin/kmscrypt-provision \
 	"$plugin_dir/libcryptsetup-token-kmscrypt.so" \
 	/lib/systemd/system/kmscrypt-unlock.service /lib/systemd/system/kmscrypt-watch.service \
+	/lib/systemd/system/kmscrypt-unlock@.service /lib/systemd/system-generators/kmscrypt-generator \
 	/usr/share/man/man8/kmscrypt.8.gz /usr/share/man/man8/kmscrypt-provision.8.gz \
 	/etc/logrotate.d/kmscrypt \
 	/usr/share/doc/kmscrypt/examples/cloud-config.example.yaml \
@@ -90,6 +91,8 @@ mkdir "$tmp/x"
 dpkg-deb -e "$deb" "$tmp/x/DEBIAN"
 dpkg-deb -x "$deb" "$tmp/x"
 expect_eq "$(stat -c %a "$tmp/x/usr/sbin/kmscrypt")" 755 "/usr/sbin/kmscrypt mode 0755"
+expect_eq "$(strings "$tmp/x/lib/systemd/system-generators/kmscrypt-generator" | grep -cx '/lib/systemd/system')" 1 \
+	"the generator links its units to the package's unit dir /lib/systemd/system"
 expect_eq "$(grep -c '^/var/lib/kmscrypt/audit.log {' "$tmp/x/etc/logrotate.d/kmscrypt")" 1 \
 	"logrotate rotates /var/lib/kmscrypt/audit.log"
 expect_eq "$(grep -cE '^[[:space:]]*(copytruncate|create 0600 root root)$' "$tmp/x/etc/logrotate.d/kmscrypt")" 1 \
@@ -124,7 +127,8 @@ expect_eq "$(grep -cE '^[EW]: ' "$tmp/lintian.out")" 0 "lintian: no E: or W: lin
 obj=$(ls -d "$tmp"/kmscrypt/obj-* 2>/dev/null | head -1)
 if [[ -d $obj ]]; then
 	expect_rc 0 "reconfigure the package build tree with the default install dirs" -- \
-		cmake -S "$tmp/kmscrypt" -B "$obj" -UKMSCRYPT_TOKEN_PLUGIN_DIR -UKMSCRYPT_SYSTEMD_UNIT_DIR
+		cmake -S "$tmp/kmscrypt" -B "$obj" -UKMSCRYPT_TOKEN_PLUGIN_DIR -UKMSCRYPT_SYSTEMD_UNIT_DIR \
+		-UKMSCRYPT_SYSTEMD_GENERATOR_DIR
 	expect_rc 0 "build (nothing to compile)" -- cmake --build "$obj" -j "$(nproc)"
 	expect_rc 0 "cmake --install --prefix /opt/kx (DESTDIR: nothing written outside $tmp)" -- \
 		env DESTDIR="$tmp/dest" cmake --install "$obj" --prefix /opt/kx

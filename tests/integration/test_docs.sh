@@ -17,7 +17,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 "$K" --help >"$tmp/help" 2>&1 || { echo "FATAL: kmscrypt --help failed" >&2; exit 1; }
-cmds=$(sed -n 's/^  \([a-z]\{1,\}\) .*/\1/p' "$tmp/help" | sort -u)
+cmds=$(sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p' "$tmp/help" | sort -u)
 [ -n "$cmds" ] || { echo "FATAL: no commands in kmscrypt --help" >&2; exit 1; }
 for c in $cmds; do
 	"$K" "$c" --help >"$tmp/help.$c" 2>&1 || { echo "FATAL: kmscrypt $c --help" >&2; exit 1; }
@@ -38,7 +38,8 @@ kms_sub = set(re.findall(r"kmscrypt kms ([a-z]+)", helps["kms"]))
 providers = set(re.findall(r"^Provider ([a-z0-9]+) \(", helps["kms"], re.M))
 # Options of other programs that the docs show next to kmscrypt's.
 foreign = {"--token-only": "cryptsetup open",
-           "--header-backup-file": "cryptsetup luksHeaderBackup", "--type": "cryptsetup convert"}
+           "--header-backup-file": "cryptsetup luksHeaderBackup", "--type": "cryptsetup convert",
+           "--failed": "systemctl"}
 
 # KMS products by the name the docs would use, and the provider that would serve each.
 products = [

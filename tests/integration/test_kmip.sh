@@ -40,10 +40,10 @@ tls=(--endpoint "127.0.0.1:$port" --client-cert "$C/client.pem" --client-key "$C
 # ---- kms create: the key is created, activated and recorded; the mode is probed and recorded
 expect_rc 0 "kms create without --key-id creates a key" -- "$K" kms create kg --provider kmip "${tls[@]}"
 expect_out "provider kmip" "create names the provider"
-kid=$(setting kg KeyId)
+kid=$(setting kg key_id)
 [[ -n $kid ]] && pass "KeyId recorded ('$kid')" || failed "no KeyId recorded"
-expect_eq "$(setting kg Mode)" server "PyKMIP has Encrypt/Decrypt: Mode=server"
-expect_eq "$(setting kg Cipher)" gcm "PyKMIP has GCM at KMIP 1.4: Cipher=gcm"
+expect_eq "$(setting kg mode)" server "PyKMIP has Encrypt/Decrypt: Mode=server"
+expect_eq "$(setting kg cipher)" gcm "PyKMIP has GCM at KMIP 1.4: Cipher=gcm"
 expect_rc 0 "kms show" -- "$K" kms show kg
 expect_out "Mode         server" "kms show shows the mode"
 expect_not_out "Warning" "no warning for kmip"
@@ -53,11 +53,13 @@ expect_eq "$(json_get "$OUT" "j['key_state']")" Active "check reports the KMIP s
 expect_eq "$(json_get "$OUT" "j['key_id']")" "$kid" "check reports the key id"
 expect_rc 0 "kms check (text)" -- "$K" kms check kg
 expect_out "mode server (AES-GCM" "check text names mode and cipher"
+expect_rc 0 "kms check -v" -- "$K" -v kms check kg
+expect_out "kms: Decrypt kmip://127.0.0.1:$port -> reply in" "-v logs each KMIP operation (test_verbose.sh: HTTPS)"
 
 # with --key-id: the existing key, each other mode forced
 expect_rc 0 "kms create --key-id --cipher cbc" -- "$K" kms create kc --provider kmip "${tls[@]}" --key-id "$kid" --cipher cbc
-expect_eq "$(setting kc KeyId)" "$kid" "the given key id is kept"
-expect_eq "$(setting kc Mode)/$(setting kc Cipher)" server/cbc "Mode=server Cipher=cbc"
+expect_eq "$(setting kc key_id)" "$kid" "the given key id is kept"
+expect_eq "$(setting kc mode)/$(setting kc cipher)" server/cbc "Mode=server Cipher=cbc"
 expect_rc 0 "kms create --key-id --mode local-wrap" -- "$K" kms create kl --provider kmip "${tls[@]}" --key-id "$kid" --mode local-wrap
 expect_rc 0 "kms show local-wrap" -- "$K" kms show kl
 expect_out "Mode         local-wrap" "kms show shows local-wrap"
@@ -105,9 +107,9 @@ expect_rc 0 "kms edit to new credentials reaching the same key" -- "$K" kms edit
 # ---- format and check image files, one per mode
 truncate -s 40M g.img c.img l.img x.img
 for v in g c l; do
-	expect_rc 0 "format with Mode=$(setting k$v Mode)/$(setting k$v Cipher)" -- "$K" format $v.img --kms k$v --recovery-key-file $v.rec
+	expect_rc 0 "format with Mode=$(setting k$v mode)/$(setting k$v cipher)" -- "$K" format $v.img --kms k$v --recovery-key-file $v.rec
 	expect_rc 0 "check $v.img" -- "$K" check $v.img --json
-	expect_eq "$(json_get "$OUT" "j['ok']")" True "check $v.img ok"
+	expect_eq "$(json_get "$OUT" "j['volumes'][0]['ok']")" True "check $v.img ok"
 done
 cryptsetup token export --token-id 0 g.img >tok-g.json
 expect_eq "$(json_get "$(cat tok-g.json)" "j['alg']")" KMIP-AES-GCM "gcm token alg"

@@ -53,9 +53,9 @@ truncate -s 40M j.img
 expect_rc 0 "format --json" -- "$K" format j.img --kms lab --json
 truncate -s 40M j2.img
 json=$("$K" format j2.img --kms lab --json 2>/dev/null)
-jkey=$(json_get "$json" "j['recovery_key']")
+jkey=$(json_get "$json" "j['volumes'][0]['recovery_key']")
 expect_eq "$(grep -cE "$keyre" <<<"$jkey")" 1 "--json carries recovery_key"
-expect_eq "$(json_get "$json" "j['recovery_keyslot']")" 1 "--json names the recovery keyslot"
+expect_eq "$(json_get "$json" "j['volumes'][0]['recovery_keyslot']")" 1 "--json names the recovery keyslot"
 expect_rc 0 "the JSON recovery key opens keyslot 1" -- opens j2.img 1 "$jkey"
 
 # ---- --recovery-key-file

@@ -35,7 +35,7 @@ expect_out "kmscrypt restore" "the refusal names kmscrypt restore"
 expect_rc 7 "check refuses the header's mark" -- "$K" check a.img
 expect_out "kmscrypt restore" "check names kmscrypt restore"
 expect_rc 7 "check --json of a revoked volume" -- "$K" check a.img --json
-expect_eq "$(json_get "$(sed -n '/^{/,$p' <<<"$OUT")" "j['revoked']")" True "check --json says revoked"
+expect_eq "$(json_get "$(sed -n '/^{/,$p' <<<"$OUT")" "j['volumes'][0]['revoked']")" True "check --json says revoked"
 expect_rc 0 "status shows the header's mark" -- "$K" status a.img --json
 expect_eq "$(json_get "$OUT" "j['volumes'][0]['state']")" revoked-closed "status: revoked-closed"
 rm -rf state

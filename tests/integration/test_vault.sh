@@ -43,9 +43,9 @@ common=(--provider vault --address "$ADDR" --ca-file "$FAKES_CA")
 expect_rc 0 "kms create (token file)" -- "$K" kms create vt "${common[@]}" --key-name vol --token-file agent.tok
 expect_eq "$(stat -c %a etc/kms/vt.conf)" 600 "configuration file is mode 0600"
 expect_rc 0 "kms show" -- "$K" kms show vt --json
-expect_eq "$(json_get "$OUT" "j['settings']['Token']")" "********" "show masks the token"
+expect_eq "$(json_get "$OUT" "j['settings']['token']")" "********" "show masks the token"
 expect_not_out "$(cat agent.tok)" "show output holds no token"
-expect_eq "$(json_get "$OUT" "j['settings']['KeyName']")" vol "key name kept"
+expect_eq "$(json_get "$OUT" "j['settings']['key_name']")" vol "key name kept"
 expect_rc 0 "kms check (token)" -- "$K" kms check vt --json
 expect_eq "$(json_get "$OUT" "j['ok']")" True "check reports ok"
 expect_rc 0 "kms create (AppRole)" -- "$K" kms create va "${common[@]}" --key-name vol --role-id "$ROLE" --secret-id-file sid

@@ -40,7 +40,7 @@ expect_eq "$(grep -c 'fakeSecretKey\|^SecretAccessKey=' etc/kms/aws1.conf)" 0 \
 expect_rc 0 "kms show" -- "$K" kms show aws1
 expect_out "credential:aws-sk" "kms show shows credential:NAME"
 expect_rc 0 "kms show --json" -- "$K" --json kms show aws1
-expect_eq "$(json_get "$OUT" 'j["settings"]["SecretAccessKey"]')" "credential:aws-sk" \
+expect_eq "$(json_get "$OUT" 'j["settings"]["secret_access_key"]')" "credential:aws-sk" \
 	"kms show --json shows credential:NAME"
 expect_rc 0 "kms check with the credential" -- env CREDENTIALS_DIRECTORY="$W/creds" "$K" kms check aws1
 printf 'wrong-secret\n' >creds/bad-sk

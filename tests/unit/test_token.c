@@ -74,7 +74,7 @@ static void test_parse_bad(void **state)
 	expect_bad("[\"3\"]", "[]", "exactly one");
 	expect_bad("[\"3\"]", "[\"x\"]", "not a number");
 	expect_bad("[\"3\"]", "[\"99\"]", "not a number");
-	expect_bad("\"version\":1", "\"version\":2", "not supported");
+	expect_bad("\"version\":1", "\"version\":3", "not supported");
 	expect_bad("\"blob\":\"AQID\"", "\"blob\":\"A*ID\"", "base64");
 	expect_bad("\"blob\":\"AQID\"", "\"blob\":\"\"", "empty");
 	expect_bad("\"kms\":\"lab\",", "", "'kms' is missing");

@@ -33,8 +33,8 @@ t_kms_kmip() {
 		--endpoint "127.0.0.1:$PORT" --client-cert "$C/client.pem" --client-key "$C/client.key" \
 		--ca-file "$C/ca.pem"
 	kc 0 "kms show '$1'" -- kms show "$1" --json
-	assert_eq server "$(jq -r .settings.Mode "$T_OUT")" "Mode of '$1'"
-	KEYID=$(jq -r .settings.KeyId "$T_OUT")
+	assert_eq server "$(jq -r .settings.mode "$T_OUT")" "Mode of '$1'"
+	KEYID=$(jq -r .settings.key_id "$T_OUT")
 	assert_match '^.+$' "$KEYID" "KeyId recorded for '$1'"
 }
 

@@ -54,6 +54,9 @@ case_lifecycle() {
 	t_check_data kv-other life
 	kc 0 "lock by that name" -- lock kv-other
 	assert_eq absent "$(t_dm_state kv-other)" "kv-other after lock"
+	kc 0 "revoke --all with nothing open" -- revoke --all
+	assert_match "No open kmscrypt volumes to revoke." "$(cat "$T_OUT")" \
+		"revoke --all says that nothing was open"
 }
 
 # revoke: suspended, key wiped in dm-crypt and gone from the keyring, I/O blocks (not fails);

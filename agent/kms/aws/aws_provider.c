@@ -10,14 +10,14 @@
  * https://docs.aws.amazon.com/kms/latest/developerguide/encrypt_context.html
  *
  * Credentials: static keys from the configuration, the EC2 instance role through IMDSv2, or the
- * standard AWS_* environment variables.  IMDS credentials are fetched on first use, refreshed
- * shortly before they expire and once more when KMS answers ExpiredTokenException.  One HTTP client
- * per configuration (its own CA file), shared by all volumes of a run: one TLS connection per
- * endpoint for sequential use.  Thread-safe: unwrap runs from several threads; the credentials are
- * guarded by a mutex that is held only to refresh them and to sign.
+ * standard AWS_* environment variables.  The driver is a struct kms_remote (kms/remote.h: client,
+ * retries, fail fast, credential cache): IMDS credentials are its login() (fetched on first use,
+ * refreshed shortly before they expire and once more when KMS answers ExpiredTokenException), and
+ * its authorize() signs each request with SigV4 under the remote's lock.  Static and environment
+ * keys never change: no login().
  */
 #include <errno.h>
-#include <pthread.h>
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,14 +27,13 @@
 #include "codec/http_msg.h"
 #include "codec/sigv4.h"
 #include "kms/aws/aws_codec.h"
-#include "kms/endpoint_down.h"
 #include "kms/provider.h"
+#include "kms/remote.h"
 #include "transport/http.h"
 #include "util/cleanup.h"
 #include "util/secret.h"
 
 #define AWS_ALG "aws-kms:SYMMETRIC_DEFAULT"
-#define AWS_DEFAULT_DEADLINE_MS 30000
 #define AWS_CREDS_MARGIN_S 60 /* refresh IMDS credentials this long before they expire */
 #define AWS_IMDS_TOKEN_TTL 21600
 
@@ -45,29 +44,21 @@ enum aws_source {
 };
 
 struct aws_ctx {
-	char *name; /* configuration name, for messages */
+	struct kms_remote remote; /* client, retries, fail fast; its lock guards the credentials */
 	char *region;
 	char *endpoint;	 /* "https://host[:port]", no trailing '/' */
 	char *key_id;	 /* as configured: key id, ARN or alias/... */
 	char *key_arn;	 /* recorded by `kms create`; NULL before */
 	char *imds_base; /* NULL: AWS_IMDS_ENDPOINT */
 	enum aws_source src;
-	unsigned deadline_ms;
-	struct http_client *http;
 
-	pthread_mutex_t lock; /* guards everything below */
+	/* credentials: set once by open() (static, env) or by login() (IMDS) under remote.lock */
 	char *akid;
 	struct secret *secret_key;
 	struct secret *session_token; /* NUL-terminated text; NULL for long-term keys */
 	time_t expiration;	      /* 0: does not expire */
-	unsigned gen;		      /* bumped on every credential change */
 	struct secret *imds_token;    /* NUL-terminated */
 	time_t imds_token_expiry;
-	/* Fail fast: once an endpoint (KMS or IMDS) could not be reached within the deadline, the
-	 * other volumes of this run get that answer at once instead of each waiting out its own
-	 * deadline in the queue for the one connection (a boot with 50 volumes and a black-holed
-	 * endpoint would otherwise take 50 deadlines). */
-	struct kms_down down; /* guarded by lock */
 };
 
 static const struct kms_option aws_options[] = {
@@ -101,9 +92,7 @@ static void aws_close(void *p)
 
 	if (!c)
 		return;
-	http_client_free(c->http);
-	pthread_mutex_destroy(&c->lock);
-	free(c->name);
+	kms_remote_done(&c->remote);
 	free(c->region);
 	free(c->endpoint);
 	free(c->key_id);
@@ -114,24 +103,6 @@ static void aws_close(void *p)
 	secret_free(c->session_token);
 	secret_free(c->imds_token);
 	free(c);
-}
-
-/* "https://host[:port][/]" -> "https://host[:port]"; anything else is a configuration error. */
-static int endpoint_normalize(const char *url, char **ret)
-{
-	const char *host;
-	size_t n = strlen(url);
-
-	if (strncmp(url, "https://", 8) != 0)
-		return -EINVAL;
-	while (n > 8 && url[n - 1] == '/')
-		n--;
-	host = url + 8;
-	if (n == 8 || memchr(host, '/', n - 8) || memchr(host, '?', n - 8) ||
-	    memchr(host, '@', n - 8))
-		return -EINVAL;
-	*ret = strndup(url, n);
-	return *ret ? 0 : -ENOMEM;
 }
 
 static int aws_load_creds(struct aws_ctx *c, const struct kms_config *cfg, struct kms_error *err)
@@ -182,6 +153,8 @@ static int aws_load_creds(struct aws_ctx *c, const struct kms_config *cfg, struc
 	return r;
 }
 
+static const struct kms_remote_ops aws_static_ops, aws_imds_ops;
+
 static int aws_open(const struct kms_config *cfg, const struct kms_runtime *rt, void **ret,
 		    struct kms_error *err)
 {
@@ -196,21 +169,16 @@ static int aws_open(const struct kms_config *cfg, const struct kms_runtime *rt, 
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	pthread_mutex_init(&c->lock, NULL);
-	c->deadline_ms =
-	    rt && rt->timeout_ms > 0 ? (unsigned)rt->timeout_ms : AWS_DEFAULT_DEADLINE_MS;
-	c->name = strdup(cfg->name ? cfg->name : "");
 	c->region = strdup(region);
 	c->key_id = strdup(key);
 	c->key_arn = arn ? strdup(arn) : NULL;
 	c->imds_base = imds ? strdup(imds) : NULL;
-	if (!c->name || !c->region || !c->key_id || (arn && !c->key_arn) ||
-	    (imds && !c->imds_base)) {
+	if (!c->region || !c->key_id || (arn && !c->key_arn) || (imds && !c->imds_base)) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	if (ep) {
-		r = endpoint_normalize(ep, &c->endpoint);
+		r = kms_url_base(ep, &c->endpoint);
 		if (r == -EINVAL)
 			r = kms_error_set(err, r, "",
 					  "Endpoint=%s is not an https:// URL without a path", ep);
@@ -225,7 +193,8 @@ static int aws_open(const struct kms_config *cfg, const struct kms_runtime *rt, 
 	r = aws_load_creds(c, cfg, err);
 	if (r < 0)
 		goto fail;
-	r = kms_http_client_new(kms_config_get(cfg, "CaFile"), c->deadline_ms, &c->http, err);
+	r = kms_remote_init(&c->remote, c->src == AWS_SRC_IMDS ? &aws_imds_ops : &aws_static_ops, c,
+			    cfg, rt, err);
 	if (r < 0)
 		goto fail;
 	*ret = c;
@@ -235,60 +204,31 @@ fail:
 	return r;
 }
 
-/* Was an endpoint found unreachable a moment ago in this run?  Then repeat that answer. */
-static int aws_down_check(struct aws_ctx *c, struct kms_error *err)
-{
-	int r;
-
-	pthread_mutex_lock(&c->lock);
-	r = kms_down_check(&c->down, err);
-	pthread_mutex_unlock(&c->lock);
-	return r;
-}
-
-/* Remember a network failure (not an HTTP answer) that outlasted the retries.  Lock held or not
- * according to @locked. */
-static int aws_down_note(struct aws_ctx *c, int r, const struct kms_error *err, bool locked)
-{
-	if (!locked)
-		pthread_mutex_lock(&c->lock);
-	r = kms_down_note(&c->down, r, err);
-	if (!locked)
-		pthread_mutex_unlock(&c->lock);
-	return r;
-}
-
 /* ---- credentials ----------------------------------------------------------------------------- */
 
 static int imds_send(struct aws_ctx *c, const struct http_request *req, struct http_response *resp,
 		     struct kms_error *err)
 {
-	struct http_retry policy = {.deadline_ms = c->deadline_ms};
-	int r;
-
-	r = http_send_retry(c->http, req, &policy, resp, err);
-	if (r == -EAGAIN || r == -ETIMEDOUT) {
-		char msg[sizeof(err->message)];
-
-		snprintf(msg, sizeof(msg), "%.300s", err ? err->message : "");
-		r = kms_error_set(err, r, "ImdsUnavailable",
-				  "EC2 instance metadata service not reachable (is this an EC2 "
-				  "instance with an instance role?): %s",
-				  msg);
-		return aws_down_note(c, r, err, true);
-	}
-	return r;
+	return kms_remote_send_named(&c->remote, req, "ImdsUnavailable",
+				     "EC2 instance metadata service not reachable (is this an EC2 "
+				     "instance with an instance role?)",
+				     resp, err);
 }
 
-/* IMDSv2: session token, role name, role credentials.  Called with c->lock held. */
-static int imds_refresh(struct aws_ctx *c, struct kms_error *err)
+/* login(): IMDSv2 session token, role name, role credentials.  Called with the remote's lock held;
+ * the credentials stay in @pctx (SigV4 needs three values, not one bearer token). */
+static int imds_login(struct kms_remote *rem, void *pctx, struct secret **ret_token,
+		      time_t *ret_expires, struct kms_error *err)
 {
+	struct aws_ctx *c = pctx;
 	_cleanup_(aws_creds_done) struct aws_creds creds = {};
 	_cleanup_free_ char *role = NULL;
 	_cleanup_secret_ struct secret *sk = NULL, *tok = NULL;
 	time_t now = time(NULL);
 	int r;
 
+	(void)rem;
+	*ret_token = NULL;
 	if (!c->imds_token || now + AWS_CREDS_MARGIN_S >= c->imds_token_expiry) {
 		_cleanup_(http_request_done) struct http_request req = {};
 		_cleanup_(http_response_done) struct http_response resp = {};
@@ -349,7 +289,7 @@ static int imds_refresh(struct aws_ctx *c, struct kms_error *err)
 	secret_free(c->session_token);
 	c->session_token = TAKE_PTR(tok);
 	c->expiration = creds.expiration;
-	c->gen++;
+	*ret_expires = creds.expiration;
 	return 0;
 token_fail:
 	/* a metadata session token the service no longer accepts is fetched again next time */
@@ -358,38 +298,25 @@ token_fail:
 	return r;
 }
 
-/* Sign @req with current credentials (refreshing IMDS credentials first when due). */
-static int aws_sign(struct aws_ctx *c, struct http_request *req, unsigned *ret_gen,
+/* authorize(): SigV4 with the current credentials (the remote's lock is held). */
+static int aws_sign(void *pctx, const struct secret *token, struct http_request *req, time_t now,
 		    struct kms_error *err)
 {
-	struct aws_creds view = {};
-	time_t now = time(NULL);
-	int r = 0;
+	struct aws_ctx *c = pctx;
+	/* a view on the locked copies, never passed to aws_creds_done() */
+	struct aws_creds view = {
+	    .access_key_id = c->akid,
+	    .secret_access_key = c->secret_key,
+	    .session_token = c->session_token ? (char *)c->session_token->buf : NULL,
+	    .expiration = c->expiration,
+	};
+	int r;
 
-	pthread_mutex_lock(&c->lock);
-	if (c->src == AWS_SRC_IMDS &&
-	    (!c->secret_key || (c->expiration && now + AWS_CREDS_MARGIN_S >= c->expiration)))
-		r = imds_refresh(c, err);
-	if (r >= 0) {
-		/* a view on the locked copies, never passed to aws_creds_done() */
-		view.access_key_id = c->akid;
-		view.secret_access_key = c->secret_key;
-		view.session_token = c->session_token ? (char *)c->session_token->buf : NULL;
-		view.expiration = c->expiration;
-		r = sigv4_sign(req, &view, c->region, "kms", now);
-		*ret_gen = c->gen;
-	}
-	pthread_mutex_unlock(&c->lock);
+	(void)token;
+	r = sigv4_sign(req, &view, c->region, "kms", now);
+	if (r == -EINVAL)
+		return kms_error_set(err, r, "", "cannot sign the KMS request (SigV4)");
 	return r;
-}
-
-/* KMS said the credentials of generation @gen expired: make the next aws_sign() fetch new ones. */
-static void aws_creds_invalidate(struct aws_ctx *c, unsigned gen)
-{
-	pthread_mutex_lock(&c->lock);
-	if (c->gen == gen)
-		c->expiration = 1;
-	pthread_mutex_unlock(&c->lock);
 }
 
 /* ---- requests -------------------------------------------------------------------------------- */
@@ -407,8 +334,11 @@ struct aws_op {
 	const char *marker;
 };
 
-static int aws_op_build(const struct aws_ctx *c, const struct aws_op *op, struct http_request *ret)
+static int aws_op_build(void *pctx, const void *p, struct http_request *ret)
 {
+	const struct aws_ctx *c = pctx;
+	const struct aws_op *op = p;
+
 	switch (op->kind) {
 	case AWS_OP_ENCRYPT:
 		return aws_build_encrypt(c->endpoint, op->key_id, op->ctx, op->n_ctx, op->plain,
@@ -427,55 +357,40 @@ static int aws_op_build(const struct aws_ctx *c, const struct aws_op *op, struct
 /* ThrottlingException comes as HTTP 400: retry what the codec calls transient. */
 static int aws_transient(const struct http_response *resp, void *userdata)
 {
+	(void)userdata;
 	return resp->status != 200 && aws_parse_error(resp, NULL) == -EAGAIN;
 }
 
-static bool aws_creds_expired(const struct http_response *resp)
+/* KMS refused the (IMDS) credentials themselves: worth one fresh login. */
+static bool aws_creds_expired(const struct http_response *resp, void *pctx)
 {
 	struct kms_error e = {};
 
+	(void)pctx;
 	if (resp->status == 200)
 		return false;
 	(void)aws_parse_error(resp, &e);
 	return strcmp(e.code, "ExpiredTokenException") == 0 || strcmp(e.code, "ExpiredToken") == 0;
 }
 
-/* Build, sign, send (with retries); the reply, whatever its status, goes to the caller's parser.
- * Expired IMDS credentials are replaced once. */
+static const struct kms_remote_ops aws_static_ops = {
+	.authorize = aws_sign,
+	.transient = aws_transient,
+};
+
+static const struct kms_remote_ops aws_imds_ops = {
+	.login = imds_login,
+	.authorize = aws_sign,
+	.refused = aws_creds_expired,
+	.transient = aws_transient,
+	.margin_s = AWS_CREDS_MARGIN_S,
+};
+
+/* Build, sign, send (with retries); the reply, whatever its status, goes to the caller's parser. */
 static int aws_call(struct aws_ctx *c, const struct aws_op *op, struct http_response *ret,
 		    struct kms_error *err)
 {
-	struct http_retry policy = {.transient = aws_transient, .deadline_ms = c->deadline_ms};
-
-	for (unsigned attempt = 0;; attempt++) {
-		_cleanup_(http_request_done) struct http_request req = {};
-		struct http_response resp = {};
-		unsigned gen = 0;
-		int r;
-
-		r = aws_down_check(c, err);
-		if (r < 0)
-			return r;
-		r = aws_op_build(c, op, &req);
-		if (r == -EINVAL)
-			return kms_error_set(err, r, "", "cannot build a KMS request for key '%s'",
-					     op->key_id ? op->key_id : "");
-		if (r < 0)
-			return r;
-		r = aws_sign(c, &req, &gen, err);
-		if (r < 0)
-			return r;
-		r = http_send_retry(c->http, &req, &policy, &resp, err);
-		if (r < 0)
-			return aws_down_note(c, r, err, false);
-		if (attempt == 0 && c->src == AWS_SRC_IMDS && aws_creds_expired(&resp)) {
-			http_response_done(&resp);
-			aws_creds_invalidate(c, gen);
-			continue;
-		}
-		*ret = resp;
-		return 0;
-	}
+	return kms_remote_call(&c->remote, aws_op_build, op, ret, err);
 }
 
 /* ---- key validation -------------------------------------------------------------------------- */
@@ -560,7 +475,7 @@ static int aws_describe(void *p, struct kms_key_info *ret, struct kms_error *err
 		return kms_error_set(
 		    err, -EACCES, "KeyMismatch",
 		    "these settings reach key %s, but configuration '%s' is for key %s", m.arn,
-		    c->name, c->key_arn);
+		    c->remote.name, c->key_arn);
 	snprintf(ret->key_id, sizeof(ret->key_id), "%s", m.arn);
 	ret->key_version[0] = 0;
 	snprintf(ret->state, sizeof(ret->state), "%s", m.key_state);
@@ -619,7 +534,7 @@ static int aws_wrap(void *p, const struct kms_aad *aad, const struct secret *pla
 	if (c->key_arn && strcmp(w.key_id, c->key_arn) != 0) {
 		r = kms_error_set(err, -EACCES, "KeyMismatch",
 				  "Encrypt used key %s, but configuration '%s' is for key %s",
-				  w.key_id, c->name, c->key_arn);
+				  w.key_id, c->remote.name, c->key_arn);
 		kms_wrapped_done(&w);
 		return r;
 	}
@@ -653,12 +568,117 @@ static int aws_unwrap(void *p, const struct kms_aad *aad, const struct kms_wrapp
 		    err, -EACCES, "KeyMismatch",
 		    "secret was wrapped with key %s, but configuration '%s' is for "
 		    "key %s",
-		    op.key_id, c->name, c->key_arn);
+		    op.key_id, c->remote.name, c->key_arn);
 	aws_context(aad, slot, kv);
 	r = aws_call(c, &op, &resp, err);
 	if (r < 0)
 		return r;
 	return aws_parse_decrypt(&resp, ret, NULL, err);
+}
+
+/* ---- kms policy ------------------------------------------------------------------------------ */
+
+/* Field @i (0-based, ':'-separated) of an ARN "arn:PARTITION:kms:REGION:ACCOUNT:key/ID" into @buf;
+ * @dflt when absent or empty. */
+static void arn_field(const char *arn, unsigned i, const char *dflt, char *buf, size_t n)
+{
+	const char *p = arn;
+
+	for (unsigned k = 0; p && k < i; k++) {
+		p = strchr(p, ':');
+		if (p)
+			p++;
+	}
+	if (!p || !*p || *p == ':') {
+		snprintf(buf, n, "%s", dflt);
+		return;
+	}
+	snprintf(buf, n, "%.*s", (int)strcspn(p, ":"), p);
+}
+
+static json_object *aws_statement(const char *sid, const char *principal, const char *const *actions,
+				  size_t n_actions, const char *resource)
+{
+	json_object *st = json_object_new_object(), *pr = json_object_new_object();
+	json_object *act = json_object_new_array();
+
+	for (size_t i = 0; i < n_actions; i++)
+		json_object_array_add(act, json_object_new_string(actions[i]));
+	json_object_object_add(pr, "AWS", json_object_new_string(principal));
+	json_object_object_add(st, "Sid", json_object_new_string(sid));
+	json_object_object_add(st, "Effect", json_object_new_string("Allow"));
+	json_object_object_add(st, "Principal", pr);
+	json_object_object_add(st, "Action", act);
+	json_object_object_add(st, "Resource", json_object_new_string(resource));
+	return st;
+}
+
+/* Key policy statements for the principal that runs kmscrypt: Encrypt and Decrypt only with the
+ * EncryptionContext kmscrypt writes (exactly the keys kmscrypt:volume and kmscrypt:keyslot;
+ * "Null": false so that a request without any context does not pass ForAllValues vacuously),
+ * DescribeKey (kms check, kms create), and ListAliases when KeyId= is an alias (resolved on
+ * every check; ListAliases is honoured only from an IAM policy, Resource "*").
+ * https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html */
+static int aws_policy(const struct kms_config *cfg, char **ret, struct kms_error *err)
+{
+	static const char *const describe[] = {"kms:DescribeKey"};
+	static const char *const wrap[] = {"kms:Encrypt", "kms:Decrypt"};
+	static const char *const aliases[] = {"kms:ListAliases"};
+	const char *region = kms_config_get(cfg, "Region"), *key = kms_config_get(cfg, "KeyId");
+	const char *arn = kms_config_get(cfg, "KeyArn");
+	char part[32], account[32], principal[160], resource[600];
+	json_object *doc, *sts, *st, *cond, *all, *keys, *null;
+	const char *text;
+
+	if (!region || !key)
+		return kms_error_set(err, -EINVAL, "", "Region= and KeyId= must be set");
+	if (!arn && strncmp(key, "arn:", 4) == 0 && strstr(key, ":key/"))
+		arn = key;
+	if (arn)
+		snprintf(resource, sizeof(resource), "%s", arn);
+	else
+		/* a bare key id (or an alias not yet resolved by 'kms create') */
+		snprintf(resource, sizeof(resource), "arn:%s:kms:%s:ACCOUNT_ID:key/%s",
+			 strncmp(region, "cn-", 3) == 0	   ? "aws-cn"
+			 : strncmp(region, "us-gov-", 7) == 0 ? "aws-us-gov"
+							      : "aws",
+			 region, strncmp(key, "alias/", 6) == 0 ? "KEY_ID" : key);
+	arn_field(resource, 1, "aws", part, sizeof(part));
+	arn_field(resource, 4, "ACCOUNT_ID", account, sizeof(account));
+	snprintf(principal, sizeof(principal), "arn:%s:iam::%s:role/ROLE_THAT_RUNS_KMSCRYPT", part,
+		 account);
+
+	doc = json_object_new_object();
+	sts = json_object_new_array();
+	json_object_object_add(doc, "Version", json_object_new_string("2012-10-17"));
+	json_object_array_add(sts, aws_statement("KmscryptDescribeKey", principal, describe,
+						 ARRAY_SIZE(describe), resource));
+	st = aws_statement("KmscryptWrapUnwrapBoundToVolume", principal, wrap, ARRAY_SIZE(wrap),
+			   resource);
+	cond = json_object_new_object();
+	all = json_object_new_object();
+	keys = json_object_new_array();
+	null = json_object_new_object();
+	json_object_array_add(keys, json_object_new_string("kmscrypt:volume"));
+	json_object_array_add(keys, json_object_new_string("kmscrypt:keyslot"));
+	json_object_object_add(all, "kms:EncryptionContextKeys", keys);
+	json_object_object_add(cond, "ForAllValues:StringEquals", all);
+	json_object_object_add(null, "kms:EncryptionContextKeys", json_object_new_string("false"));
+	json_object_object_add(cond, "Null", null);
+	json_object_object_add(st, "Condition", cond);
+	json_object_array_add(sts, st);
+	if (strncmp(key, "alias/", 6) == 0)
+		json_object_array_add(sts, aws_statement("KmscryptResolveAlias", principal, aliases,
+							 ARRAY_SIZE(aliases), "*"));
+	json_object_object_add(doc, "Statement", sts);
+	text = json_object_to_json_string_ext(
+	    doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (asprintf(ret, "%s\n", text ? text : "") < 0) {
+		json_object_put(doc);
+		return -ENOMEM;
+	}
+	json_object_put(doc);
+	return 0;
 }
 
 const struct kms_provider kms_provider_aws = {
@@ -673,4 +693,5 @@ const struct kms_provider kms_provider_aws = {
 	.describe = aws_describe,
 	.wrap = aws_wrap,
 	.unwrap = aws_unwrap,
+	.policy = aws_policy,
 };

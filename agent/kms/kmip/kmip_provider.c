@@ -58,6 +58,7 @@
 #include "kms/kmip/kmip_codec.h"
 #include "kms/local/local_codec.h"
 #include "kms/provider.h"
+#include "transport/http.h"
 #include "transport/kmip_tls.h"
 #include "util/cleanup.h"
 #include "util/secret.h"
@@ -79,6 +80,10 @@ struct kmip_ctx {
 	char endpoint[300];
 	enum kmip_mode mode;
 	unsigned timeout_ms;
+	/* -v (kms_runtime.http_observer): each round trip reported as an event whose method is the
+	 * KMIP operation and whose URL is kmip://endpoint */
+	void (*observer)(const struct http_event *ev, void *userdata);
+	void *observer_data;
 };
 
 static const struct kmip_header v12 = {.major = 1, .minor = 2};
@@ -277,6 +282,8 @@ static int ctx_new(const struct kms_config *cfg, const struct kms_runtime *rt, b
 	}
 	snprintf(c->endpoint, sizeof(c->endpoint), "%s", ep);
 	c->timeout_ms = rt && rt->timeout_ms > 0 ? (unsigned)rt->timeout_ms : 30000u;
+	c->observer = rt ? rt->http_observer : NULL;
+	c->observer_data = rt ? rt->http_observer_data : NULL;
 	o.host = host;
 	o.io_timeout_ms = MIN(c->timeout_ms, 15000u);
 	o.connect_timeout_ms = MIN(c->timeout_ms, 5000u);
@@ -307,27 +314,55 @@ static int64_t mono_ms(void)
 
 /* Send @req and read the reply; transport failures (-EAGAIN) are retried with backoff within the
  * deadline.  The server's answer, whatever it says, is for the caller's parser. */
-static int kmip_call(struct kmip_ctx *c, const struct secret *req, struct secret **ret_rsp,
-		     struct kms_error *err)
+static void kmip_report(struct kmip_ctx *c, const char *op, int r, const struct kms_error *err,
+			int64_t start, unsigned attempt, unsigned wait)
+{
+	char url[320];
+	struct http_event ev = {
+		.method = op,
+		.url = url,
+		.error = r,
+		.message = r < 0 && err ? err->message : "",
+		.latency_ms = (unsigned)(mono_ms() - start),
+		.attempt = attempt,
+		.backoff_ms = wait,
+	};
+
+	if (!c->observer)
+		return;
+	snprintf(url, sizeof(url), "kmip://%s", c->endpoint);
+	c->observer(&ev, c->observer_data);
+}
+
+static int kmip_call(struct kmip_ctx *c, const char *op, const struct secret *req,
+		     struct secret **ret_rsp, struct kms_error *err)
 {
 	int64_t deadline = mono_ms() + c->timeout_ms;
+	struct kms_error local = {};
 	int r = -EAGAIN;
 
+	if (!err && c->observer)
+		err = &local;
 	for (unsigned attempt = 1; attempt <= KMIP_ATTEMPTS; attempt++) {
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - mono_ms(), start = mono_ms();
 		uint32_t rnd = 0;
 		unsigned wait;
 
 		if (left <= 0)
 			break;
 		r = kmip_tls_roundtrip(c->tls, req, (unsigned)left, ret_rsp, err);
-		if (r != -EAGAIN || attempt == KMIP_ATTEMPTS)
+		if (r != -EAGAIN || attempt == KMIP_ATTEMPTS) {
+			kmip_report(c, op, r, err, start, attempt, 0);
 			return r;
+		}
 		if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
 			rnd = (uint32_t)attempt * 2654435761u;
 		wait = kms_backoff_ms(attempt, rnd);
-		if (mono_ms() + wait >= deadline)
+		if (mono_ms() + wait >= deadline) {
+			kmip_report(c, op, r, err, start, attempt, 0);
 			break;
+		}
+		kmip_report(c, op, r, err, start, attempt, wait);
 		struct timespec ts = {.tv_sec = wait / 1000,
 				      .tv_nsec = (long)(wait % 1000) * 1000000};
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -358,14 +393,14 @@ static int annotate(struct kmip_ctx *c, int r, const char *op, struct kms_error 
 }
 
 /* Send a request just built (@r_build: the builder's result); @req is consumed either way. */
-static int call_parsed(struct kmip_ctx *c, int r_build, struct secret *req, struct secret **ret_rsp,
-		       struct kms_error *err)
+static int call_parsed(struct kmip_ctx *c, const char *op, int r_build, struct secret *req,
+		       struct secret **ret_rsp, struct kms_error *err)
 {
 	_cleanup_secret_ struct secret *owned = req;
 
 	if (r_build < 0)
 		return r_build;
-	return kmip_call(c, owned, ret_rsp, err);
+	return kmip_call(c, op, owned, ret_rsp, err);
 }
 
 static int key_attributes(struct kmip_ctx *c, struct kmip_key_attributes *ret,
@@ -378,7 +413,7 @@ static int key_attributes(struct kmip_ctx *c, struct kmip_key_attributes *ret,
 	int r;
 
 	r = kmip_build_get_attributes(&v12, c->key_id, names, ARRAY_SIZE(names), &req);
-	r = call_parsed(c, r, req, &rsp, err);
+	r = call_parsed(c, "Get Attributes", r, req, &rsp, err);
 	if (r < 0)
 		return r;
 	r = kmip_parse_get_attributes(rsp->buf, rsp->len, ret, err);
@@ -430,7 +465,7 @@ static int key_fetch(struct kmip_ctx *c, struct secret **ret, struct kms_error *
 	if (r < 0)
 		return r;
 	r = kmip_build_get(&v12, c->key_id, &req);
-	r = call_parsed(c, r, req, &rsp, err);
+	r = call_parsed(c, "Get", r, req, &rsp, err);
 	if (r < 0)
 		return r;
 	r = kmip_parse_get_symmetric_key(rsp->buf, rsp->len, &key, &alg, &bits, err);
@@ -591,7 +626,7 @@ static int wrap_server(struct kmip_ctx *c, const char *aad, size_t aad_len,
 		r = kmip_build_encrypt(&v12, c->key_id, &cbc_params, iv, iv_len, inner, NULL, 0,
 				       &req);
 	}
-	r = call_parsed(c, r, req, &rsp, err);
+	r = call_parsed(c, "Encrypt", r, req, &rsp, err);
 	if (r < 0)
 		return r;
 	r = kmip_parse_encrypt(rsp->buf, rsp->len, &ct, err);
@@ -669,7 +704,7 @@ static int unwrap_server(struct kmip_ctx *c, bool gcm, const char *aad, size_t a
 	else
 		r = kmip_build_decrypt(&v12, c->key_id, &cbc_params, v.iv, v.iv_len, v.ct, v.ct_len,
 				       NULL, 0, NULL, 0, &req);
-	r = call_parsed(c, r, req, &rsp, err);
+	r = call_parsed(c, "Decrypt", r, req, &rsp, err);
 	if (r < 0)
 		return r;
 	r = kmip_parse_decrypt(rsp->buf, rsp->len, &plain, err);
@@ -785,7 +820,7 @@ static int kmip_provision(struct kms_config *cfg, const struct kms_runtime *rt,
 		snprintf(name, sizeof(name), "kmscrypt-%s", cfg->name);
 		r = kmip_build_create(&v12, KMIP_ALG_AES, 256,
 				      KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, name, &req);
-		r = call_parsed(c, r, req, &rsp, err);
+		r = call_parsed(c, "Create", r, req, &rsp, err);
 		if (r == 0) {
 			r = kmip_parse_uid_reply(rsp->buf, rsp->len, KMIP_OP_CREATE, &c->key_id,
 						 err);
@@ -795,7 +830,7 @@ static int kmip_provision(struct kms_config *cfg, const struct kms_runtime *rt,
 		if (r < 0)
 			goto out;
 		r = kmip_build_activate(&v12, c->key_id, &req);
-		r = call_parsed(c, r, req, &rsp2, err);
+		r = call_parsed(c, "Activate", r, req, &rsp2, err);
 		if (r == 0) {
 			r = kmip_parse_uid_reply(rsp2->buf, rsp2->len, KMIP_OP_ACTIVATE, NULL, err);
 			if (r < 0)
@@ -852,6 +887,42 @@ out:
 	return r;
 }
 
+/* `kms policy`: KMIP has no standard policy language; the operations and attributes this
+ * configuration uses, for the server's own access control (per client certificate). */
+static int kmip_policy(const struct kms_config *cfg, char **ret, struct kms_error *err)
+{
+	const char *key = kms_config_get(cfg, "KeyId"), *mode = kms_config_get(cfg, "Mode");
+	const char *cert = kms_config_get(cfg, "ClientCert"), *ep = kms_config_get(cfg, "Endpoint");
+	bool local = mode && strcmp(mode, "local-wrap") == 0, server = mode && !local;
+
+	if (!cert || !ep)
+		return kms_error_set(err, -EINVAL, "", "Endpoint= and ClientCert= must be set");
+	if (asprintf(ret,
+		     "# KMIP permissions for kmscrypt KMS configuration '%s' (server %s).\n"
+		     "# Grant them, in the server's own terms, to the identity of the client\n"
+		     "# certificate %s:\n"
+		     "#\n"
+		     "# Object: symmetric key, Unique Identifier %s\n"
+		     "#   Cryptographic Algorithm AES, Cryptographic Length 256,\n"
+		     "#   Cryptographic Usage Mask Encrypt|Decrypt, State Active.\n"
+		     "# Operations on that key:\n"
+		     "#   Get Attributes (State, Cryptographic Algorithm, Cryptographic Length,\n"
+		     "#                   Cryptographic Usage Mask)   kms check%s\n"
+		     "%s%s"
+		     "# Only when 'kms create' makes the key (no KeyId=): Create (AES-256,\n"
+		     "#   usage Encrypt|Decrypt) and Activate; without Mode= it also probes with\n"
+		     "#   Encrypt and Decrypt of a test secret.\n",
+		     cfg->name ? cfg->name : "", ep, cert, key ? key : "(created by 'kms create')",
+		     local ? ", every wrap and unwrap" : "",
+		     local ? "" : "#   Encrypt   format, bind, kms check (Mode=server)\n"
+				  "#   Decrypt   unlock, check (Mode=server)\n",
+		     server ? ""
+			    : "#   Get       every wrap and unwrap (Mode=local-wrap: the key material\n"
+			      "#             leaves the server)\n") < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 const struct kms_provider kms_provider_kmip = {
     .name = "kmip",
     .description = "AES-256 key on a KMIP 1.x server (mutual TLS)",
@@ -864,4 +935,5 @@ const struct kms_provider kms_provider_kmip = {
     .describe = kmip_describe,
     .wrap = kmip_wrap,
     .unwrap = kmip_unwrap,
+    .policy = kmip_policy,
 };

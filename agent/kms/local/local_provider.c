@@ -185,6 +185,26 @@ static int local_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 	return local_open_volume(c->key, aad, w->blob, w->blob_len, ret, err);
 }
 
+/* `kms policy`: no KMS, so no permissions; what the key file must look like instead. */
+static int local_policy(const struct kms_config *cfg, char **ret, struct kms_error *err)
+{
+	const char *path = kms_config_get(cfg, "KeyFile");
+
+	if (!path)
+		return kms_error_set(err, -EINVAL, "", "KeyFile= must be set");
+	if (asprintf(ret,
+		     "# kmscrypt KMS configuration '%s' (provider local) needs no KMS permissions:\n"
+		     "# the master key is the file %s.  Whoever can read it can unlock every volume\n"
+		     "# bound to it (tests and labs only).  Requirements:\n"
+		     "#   - a regular file holding 32 raw bytes or their base64;\n"
+		     "#   - not accessible by group or others (kmscrypt refuses it otherwise):\n"
+		     "#       chown root:root %s && chmod 600 %s\n"
+		     "#   - in a directory only root can write (e.g. /etc/kmscrypt, mode 0700).\n",
+		     cfg->name ? cfg->name : "", path, path, path) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 const struct kms_provider kms_provider_local = {
 	.name = "local",
 	.description = "master key in a local file (tests and labs only)",
@@ -198,4 +218,5 @@ const struct kms_provider kms_provider_local = {
 	.describe = local_describe,
 	.wrap = local_wrap,
 	.unwrap = local_unwrap,
+	.policy = local_policy,
 };

@@ -74,16 +74,7 @@ static int vault_request(const struct vault_target *t, const char *method, const
 		secret_free(body);
 		return -ENOMEM;
 	}
-	r = http_request_init2(&req, method, t->addr, full, NULL);
-	if (r >= 0 && strcmp(req.scheme, "https") != 0)
-		r = -EINVAL;
-	if (r < 0) {
-		secret_free(body);
-		return r;
-	}
-	http_request_take_body(&req, body);
-	if (body)
-		r = http_request_header_add(&req, "Content-Type", "application/json");
+	r = http_request_json(&req, method, t->addr, full, NULL, body);
 	/* marks API calls; Vault requires it when CORS is on and it costs nothing elsewhere */
 	if (r >= 0)
 		r = http_request_header_add(&req, "X-Vault-Request", "true");

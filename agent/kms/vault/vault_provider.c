@@ -8,13 +8,12 @@
  * <mount>/decrypt/<key> is enough); wrap reads the key once (`read` on <mount>/keys/<key>).
  * The key version of the ciphertext ("vault:v<N>:...") goes into kms_wrapped.key_version.
  *
- * Auth: a token from the configuration, or AppRole (role_id + secret_id): logged in on first use,
- * again shortly before the lease ends, and once more when Vault refuses the token (expired or
- * revoked).  Thread-safe like the AWS provider: the token is guarded by a mutex held only to log in
- * and to build a request.
+ * Auth: a token from the configuration, or AppRole (role_id + secret_id): the login() of the
+ * shared struct kms_remote (kms/remote.h), which logs in on first use, again shortly before the
+ * lease ends, and once more when Vault refuses the token (expired or revoked); authorize() puts it
+ * in X-Vault-Token.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +21,8 @@
 #include <time.h>
 
 #include "codec/http_msg.h"
-#include "kms/endpoint_down.h"
 #include "kms/provider.h"
+#include "kms/remote.h"
 #include "kms/vault/vault_codec.h"
 #include "transport/http.h"
 #include "util/cleanup.h"
@@ -32,11 +31,20 @@
 #define VAULT_ALG_AAD "vault-transit:aad"	   /* associated_data */
 #define VAULT_ALG_CONTEXT "vault-transit:context"  /* derived key context */
 #define VAULT_ALG_BOTH "vault-transit:aad+context" /* derived AEAD key: both */
-#define VAULT_DEFAULT_DEADLINE_MS 30000
 #define VAULT_TOKEN_MARGIN_S 10
+/* The codec's builders want a token; kms_remote_call() builds without it and authorize() puts the
+ * real one in its place. */
+#define VAULT_TOKEN_PLACEHOLDER "-"
+
+/* What the key read found (bits of vault_ctx.key_flags). */
+enum {
+	VAULT_KEY_KNOWN = 1 << 0,
+	VAULT_KEY_AEAD = 1 << 1,
+	VAULT_KEY_DERIVED = 1 << 2,
+};
 
 struct vault_ctx {
-	char *name;
+	struct kms_remote remote; /* client, retries, fail fast, the token */
 	char *addr; /* "https://host[:port]" */
 	char *ns;   /* NULL when none */
 	char *mount;
@@ -44,17 +52,7 @@ struct vault_ctx {
 	char *role_id;	     /* AppRole when set */
 	char *approle_mount; /* NULL: "approle" */
 	struct secret *secret_id;
-	unsigned deadline_ms;
-	struct http_client *http;
-
-	pthread_mutex_t lock; /* guards everything below */
-	struct secret *token; /* NUL-terminated; NULL until the first AppRole login */
-	time_t token_refresh; /* log in again from then on; 0: the token does not expire */
-	unsigned gen;
-	bool key_known, aead, derived; /* from the key read */
-	uint32_t latest_version;
-	/* fail fast once Vault could not be reached in this run (see the AWS provider) */
-	struct kms_down down; /* guarded by lock */
+	int key_flags; /* VAULT_KEY_*, atomic: written by the key read, read by wrap */
 };
 
 static const struct kms_option vault_options[] = {
@@ -80,9 +78,7 @@ static void vault_close(void *p)
 
 	if (!c)
 		return;
-	http_client_free(c->http);
-	pthread_mutex_destroy(&c->lock);
-	free(c->name);
+	kms_remote_done(&c->remote);
 	free(c->addr);
 	free(c->ns);
 	free(c->mount);
@@ -90,7 +86,6 @@ static void vault_close(void *p)
 	free(c->role_id);
 	free(c->approle_mount);
 	secret_free(c->secret_id);
-	secret_free(c->token);
 	free(c);
 }
 
@@ -105,6 +100,8 @@ static bool path_ok(const char *s)
 	return true;
 }
 
+static const struct kms_remote_ops vault_token_ops, vault_approle_ops;
+
 static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt, void **ret,
 		      struct kms_error *err)
 {
@@ -115,19 +112,18 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 	const struct secret *tok = kms_config_get_secret(cfg, "Token");
 	const struct secret *sid = kms_config_get_secret(cfg, "SecretId");
 	const char *amount = kms_config_get(cfg, "AppRoleMount");
+	_cleanup_free_ char *base = NULL;
 	struct vault_ctx *c;
-	size_t n;
 	int r;
 
 	if (!addr || !key)
 		return kms_error_set(err, -EINVAL, "", "Address= and KeyName= must be set");
-	n = strlen(addr);
-	while (n > 8 && addr[n - 1] == '/')
-		n--;
-	if (strncmp(addr, "https://", 8) != 0 || n == 8 || memchr(addr + 8, '/', n - 8) ||
-	    memchr(addr + 8, '@', n - 8) || memchr(addr + 8, '?', n - 8))
-		return kms_error_set(err, -EINVAL, "",
-				     "Address=%s is not an https:// URL without a path", addr);
+	r = kms_url_base(addr, &base);
+	if (r == -EINVAL)
+		return kms_error_set(err, r, "", "Address=%s is not an https:// URL without a path",
+				     addr);
+	if (r < 0)
+		return r;
 	if (!path_ok(mount))
 		return kms_error_set(err, -EINVAL, "", "Mount=%s is not a valid mount path", mount);
 	if (!path_ok(key) || strchr(key, '/'))
@@ -145,30 +141,31 @@ static int vault_open(const struct kms_config *cfg, const struct kms_runtime *rt
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	pthread_mutex_init(&c->lock, NULL);
-	c->deadline_ms =
-	    rt && rt->timeout_ms > 0 ? (unsigned)rt->timeout_ms : VAULT_DEFAULT_DEADLINE_MS;
-	c->name = strdup(cfg->name ? cfg->name : "");
-	c->addr = strndup(addr, n);
+	c->addr = TAKE_PTR(base);
 	c->ns = ns ? strdup(ns) : NULL;
 	c->mount = strdup(mount);
 	c->key = strdup(key);
 	c->role_id = role ? strdup(role) : NULL;
 	c->approle_mount = amount ? strdup(amount) : NULL;
-	if (!c->name || !c->addr || (ns && !c->ns) || !c->mount || !c->key ||
-	    (role && !c->role_id) || (amount && !c->approle_mount)) {
+	if ((ns && !c->ns) || !c->mount || !c->key || (role && !c->role_id) ||
+	    (amount && !c->approle_mount)) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	if (role)
 		r = secret_from(sid->buf, sid->len, &c->secret_id);
-	else
-		r = secret_from_cstr((const char *)tok->buf, tok->len, &c->token);
 	if (r < 0)
 		goto fail;
-	r = kms_http_client_new(kms_config_get(cfg, "CaFile"), c->deadline_ms, &c->http, err);
+	r = kms_remote_init(&c->remote, role ? &vault_approle_ops : &vault_token_ops, c, cfg, rt,
+			    err);
 	if (r < 0)
 		goto fail;
+	if (!role) {
+		/* a configured token never changes: no login(), the remote keeps it */
+		r = secret_from_cstr((const char *)tok->buf, tok->len, &c->remote.token);
+		if (r < 0)
+			goto fail;
+	}
 	*ret = c;
 	return 0;
 fail:
@@ -176,40 +173,14 @@ fail:
 	return r;
 }
 
-static int vault_down_check(struct vault_ctx *c, struct kms_error *err)
+/* login(): AppRole; called with the remote's lock held. */
+static int vault_login(struct kms_remote *rem, void *pctx, struct secret **ret_token,
+		       time_t *ret_expires, struct kms_error *err)
 {
-	int r;
-
-	pthread_mutex_lock(&c->lock);
-	r = kms_down_check(&c->down, err);
-	pthread_mutex_unlock(&c->lock);
-	return r;
-}
-
-/* @locked: whether the caller holds c->lock (the AppRole login does). */
-static int vault_send(struct vault_ctx *c, const struct http_request *req,
-		      struct http_response *ret, struct kms_error *err, bool locked)
-{
-	struct http_retry policy = {.deadline_ms = c->deadline_ms};
-	int r;
-
-	/* 429, 5xx (sealed: 503), 412 and network errors are retried by the transport */
-	r = http_send_retry(c->http, req, &policy, ret, err);
-	if (!locked)
-		pthread_mutex_lock(&c->lock);
-	r = kms_down_note(&c->down, r, err);
-	if (!locked)
-		pthread_mutex_unlock(&c->lock);
-	return r;
-}
-
-/* AppRole login; called with c->lock held. */
-static int vault_login(struct vault_ctx *c, struct kms_error *err)
-{
+	struct vault_ctx *c = pctx;
 	_cleanup_(http_request_done) struct http_request req = {};
 	_cleanup_(http_response_done) struct http_response resp = {};
 	_cleanup_(vault_auth_done) struct vault_auth a = {};
-	_cleanup_secret_ struct secret *tok = NULL;
 	struct vault_target t = {.addr = c->addr, .ns = c->ns, .mount = c->mount};
 	time_t now = time(NULL);
 	int r;
@@ -217,7 +188,7 @@ static int vault_login(struct vault_ctx *c, struct kms_error *err)
 	r = vault_build_approle_login(&t, c->approle_mount, c->role_id, c->secret_id, &req);
 	if (r < 0)
 		return kms_error_set(err, r, "", "cannot build the AppRole login request");
-	r = vault_send(c, &req, &resp, err, true);
+	r = kms_remote_send(rem, &req, &resp, err);
 	if (r < 0)
 		return r;
 	r = vault_parse_approle_login(&resp, &a, err);
@@ -230,19 +201,44 @@ static int vault_login(struct vault_ctx *c, struct kms_error *err)
 		}
 		return r;
 	}
-	r = secret_from_cstr(a.client_token, strlen(a.client_token), &tok);
+	r = secret_from_cstr(a.client_token, strlen(a.client_token), ret_token);
 	if (r < 0)
 		return r;
-	secret_free(c->token);
-	c->token = TAKE_PTR(tok);
-	/* renew a little before the lease ends: 10 s, or a quarter of very short leases */
-	c->token_refresh = a.lease_duration
-			       ? now + (time_t)a.lease_duration -
-				     (time_t)MIN(VAULT_TOKEN_MARGIN_S, a.lease_duration / 4)
-			       : 0;
-	c->gen++;
+	*ret_expires = a.lease_duration ? now + (time_t)a.lease_duration : 0;
 	return 0;
 }
+
+/* authorize(): X-Vault-Token in place of the builder's placeholder. */
+static int vault_authorize(void *pctx, const struct secret *token, struct http_request *req,
+			   time_t now, struct kms_error *err)
+{
+	(void)pctx;
+	(void)now;
+	if (!token)
+		return kms_error_set(err, -EINVAL, "", "no Vault token");
+	return http_request_header_set(req, "X-Vault-Token", (const char *)token->buf);
+}
+
+/* Vault refused the token itself (expired, revoked, unknown): worth one fresh AppRole login. */
+static bool vault_token_refused(const struct http_response *resp, void *pctx)
+{
+	(void)pctx;
+	if (resp->status != 403 || !resp->body)
+		return false;
+	return memmem(resp->body->buf, resp->body->len, "invalid token", 13) ||
+	       memmem(resp->body->buf, resp->body->len, "permission denied", 17);
+}
+
+static const struct kms_remote_ops vault_token_ops = {
+	.authorize = vault_authorize,
+};
+
+static const struct kms_remote_ops vault_approle_ops = {
+	.login = vault_login,
+	.authorize = vault_authorize,
+	.refused = vault_token_refused,
+	.margin_s = VAULT_TOKEN_MARGIN_S,
+};
 
 enum vault_op_kind { VAULT_OP_ENCRYPT, VAULT_OP_DECRYPT, VAULT_OP_KEY_READ };
 
@@ -253,76 +249,28 @@ struct vault_op {
 	const struct vault_binding *b;
 };
 
-/* Build @op with the current token (logging in first when due). */
-static int vault_build(struct vault_ctx *c, const struct vault_op *op, struct http_request *ret,
-		       unsigned *ret_gen, struct kms_error *err)
+static int vault_build(void *pctx, const void *p, struct http_request *ret)
 {
-	struct vault_target t = {.addr = c->addr, .ns = c->ns, .mount = c->mount};
-	int r = 0;
+	const struct vault_ctx *c = pctx;
+	const struct vault_op *op = p;
+	struct vault_target t = {
+	    .addr = c->addr, .ns = c->ns, .mount = c->mount, .token = VAULT_TOKEN_PLACEHOLDER};
 
-	pthread_mutex_lock(&c->lock);
-	if (c->role_id && (!c->token || (c->token_refresh && time(NULL) >= c->token_refresh)))
-		r = vault_login(c, err);
-	if (r >= 0) {
-		t.token = (const char *)c->token->buf;
-		*ret_gen = c->gen;
-		switch (op->kind) {
-		case VAULT_OP_ENCRYPT:
-			r = vault_build_encrypt(&t, c->key, op->plain, op->b, 0, ret);
-			break;
-		case VAULT_OP_DECRYPT:
-			r = vault_build_decrypt(&t, c->key, op->ciphertext, op->b, ret);
-			break;
-		case VAULT_OP_KEY_READ:
-			r = vault_build_key_read(&t, c->key, ret);
-			break;
-		}
-		if (r < 0)
-			r = kms_error_set(err, r, "", "cannot build a Vault request for key '%s'",
-					  c->key);
+	switch (op->kind) {
+	case VAULT_OP_ENCRYPT:
+		return vault_build_encrypt(&t, c->key, op->plain, op->b, 0, ret);
+	case VAULT_OP_DECRYPT:
+		return vault_build_decrypt(&t, c->key, op->ciphertext, op->b, ret);
+	case VAULT_OP_KEY_READ:
+		return vault_build_key_read(&t, c->key, ret);
 	}
-	pthread_mutex_unlock(&c->lock);
-	return r;
-}
-
-/* Vault refused the token itself (expired, revoked, unknown): worth one fresh AppRole login. */
-static bool vault_token_refused(const struct http_response *resp)
-{
-	if (resp->status != 403 || !resp->body)
-		return false;
-	return memmem(resp->body->buf, resp->body->len, "invalid token", 13) ||
-	       memmem(resp->body->buf, resp->body->len, "permission denied", 17);
+	return -EINVAL;
 }
 
 static int vault_call(struct vault_ctx *c, const struct vault_op *op, struct http_response *ret,
 		      struct kms_error *err)
 {
-	for (unsigned attempt = 0;; attempt++) {
-		_cleanup_(http_request_done) struct http_request req = {};
-		struct http_response resp = {};
-		unsigned gen = 0;
-		int r;
-
-		r = vault_down_check(c, err);
-		if (r < 0)
-			return r;
-		r = vault_build(c, op, &req, &gen, err);
-		if (r < 0)
-			return r;
-		r = vault_send(c, &req, &resp, err, false);
-		if (r < 0)
-			return r;
-		if (attempt == 0 && c->role_id && vault_token_refused(&resp)) {
-			http_response_done(&resp);
-			pthread_mutex_lock(&c->lock);
-			if (c->gen == gen)
-				c->token_refresh = 1; /* next vault_build() logs in again */
-			pthread_mutex_unlock(&c->lock);
-			continue;
-		}
-		*ret = resp;
-		return 0;
-	}
+	return kms_remote_call(&c->remote, vault_build, op, ret, err);
 }
 
 /* Read the key: type, versions, derived.  Fills the cache in @c. */
@@ -353,12 +301,10 @@ static int vault_key_read(struct vault_ctx *c, struct vault_key_info *ret, struc
 		vault_key_info_done(&k);
 		return r;
 	}
-	pthread_mutex_lock(&c->lock);
-	c->key_known = true;
-	c->aead = k.aead;
-	c->derived = k.derived;
-	c->latest_version = k.latest_version;
-	pthread_mutex_unlock(&c->lock);
+	__atomic_store_n(&c->key_flags,
+			 VAULT_KEY_KNOWN | (k.aead ? VAULT_KEY_AEAD : 0) |
+			     (k.derived ? VAULT_KEY_DERIVED : 0),
+			 __ATOMIC_RELEASE);
 	*ret = k;
 	return 0;
 }
@@ -387,6 +333,23 @@ static const char *vault_alg(bool aad, bool context)
 	return aad && context ? VAULT_ALG_BOTH : aad ? VAULT_ALG_AAD : VAULT_ALG_CONTEXT;
 }
 
+/* The volume binding: the AAD bytes in @buf (128 bytes) as associated_data and/or context. */
+static int vault_bind(const struct kms_aad *aad, bool use_aad, bool use_ctx, char *buf,
+		      struct vault_binding *ret)
+{
+	int k = kms_aad_format(aad, buf, 128);
+
+	if (k < 0)
+		return k;
+	*ret = (struct vault_binding){
+	    .aad = use_aad ? (const uint8_t *)buf : NULL,
+	    .aad_len = use_aad ? (size_t)k : 0,
+	    .context = use_ctx ? (const uint8_t *)buf : NULL,
+	    .context_len = use_ctx ? (size_t)k : 0,
+	};
+	return 0;
+}
+
 static int vault_wrap(void *p, const struct kms_aad *aad, const struct secret *plain,
 		      struct kms_wrapped *ret, struct kms_error *err)
 {
@@ -396,34 +359,22 @@ static int vault_wrap(void *p, const struct kms_aad *aad, const struct secret *p
 	struct kms_wrapped w = {};
 	struct vault_binding b = {};
 	char aadbuf[128], ver[16];
-	bool known, use_aad, use_ctx;
-	int k, r;
+	bool use_aad, use_ctx;
+	int flags, r;
 
-	pthread_mutex_lock(&c->lock);
-	known = c->key_known;
-	pthread_mutex_unlock(&c->lock);
-	if (!known) {
+	if (!(__atomic_load_n(&c->key_flags, __ATOMIC_ACQUIRE) & VAULT_KEY_KNOWN)) {
 		struct vault_key_info info = {};
 		r = vault_key_read(c, &info, err);
 		vault_key_info_done(&info);
 		if (r < 0)
 			return r;
 	}
-	pthread_mutex_lock(&c->lock);
-	use_aad = c->aead;
-	use_ctx = c->derived;
-	pthread_mutex_unlock(&c->lock);
-	k = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
-	if (k < 0)
-		return k;
-	if (use_aad) {
-		b.aad = (const uint8_t *)aadbuf;
-		b.aad_len = (size_t)k;
-	}
-	if (use_ctx) {
-		b.context = (const uint8_t *)aadbuf;
-		b.context_len = (size_t)k;
-	}
+	flags = __atomic_load_n(&c->key_flags, __ATOMIC_ACQUIRE);
+	use_aad = flags & VAULT_KEY_AEAD;
+	use_ctx = flags & VAULT_KEY_DERIVED;
+	r = vault_bind(aad, use_aad, use_ctx, aadbuf, &b);
+	if (r < 0)
+		return r;
 	r = vault_call(c, &(struct vault_op){.kind = VAULT_OP_ENCRYPT, .plain = plain, .b = &b},
 		       &resp, err);
 	if (r < 0)
@@ -456,7 +407,7 @@ static int vault_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 	char aadbuf[128];
 	bool use_aad, use_ctx;
 	unsigned v;
-	int k, r;
+	int r;
 
 	if (!w->alg)
 		return kms_error_set(err, -EBADMSG, "UnsupportedAlgorithm",
@@ -471,7 +422,7 @@ static int vault_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 		    err, -EACCES, "KeyMismatch",
 		    "secret was wrapped with transit key '%s', but configuration '%s' "
 		    "is for key '%s'",
-		    w->key_id, c->name, c->key);
+		    w->key_id, c->remote.name, c->key);
 	if (!w->blob || w->blob_len == 0 || w->blob_len > 65536 || memchr(w->blob, 0, w->blob_len))
 		return kms_error_reject(err, -EBADMSG, "InvalidCiphertext",
 					"token blob is not a Vault ciphertext");
@@ -481,22 +432,68 @@ static int vault_unwrap(void *p, const struct kms_aad *aad, const struct kms_wra
 	if (vault_ciphertext_version(ct, &v) < 0)
 		return kms_error_reject(err, -EBADMSG, "InvalidCiphertext",
 					"token blob is not of the form vault:v<N>:...");
-	k = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
-	if (k < 0)
-		return k;
-	if (use_aad) {
-		b.aad = (const uint8_t *)aadbuf;
-		b.aad_len = (size_t)k;
-	}
-	if (use_ctx) {
-		b.context = (const uint8_t *)aadbuf;
-		b.context_len = (size_t)k;
-	}
+	r = vault_bind(aad, use_aad, use_ctx, aadbuf, &b);
+	if (r < 0)
+		return r;
 	r = vault_call(c, &(struct vault_op){.kind = VAULT_OP_DECRYPT, .ciphertext = ct, .b = &b},
 		       &resp, err);
 	if (r < 0)
 		return r;
 	return vault_parse_decrypt(&resp, ret, err);
+}
+
+/* `kms policy`: the Vault policy (HCL) that lets this configuration's token do exactly what
+ * kmscrypt does: update on encrypt/<key> (wrap: format, bind, kms check) and decrypt/<key>
+ * (unwrap: unlock, check), read on keys/<key> (the key's type, never its material: before the
+ * first wrap and in kms check).  Paths are relative to the namespace the policy is written in.
+ * https://developer.hashicorp.com/vault/api-docs/secret/transit */
+static int vault_policy(const struct kms_config *cfg, char **ret, struct kms_error *err)
+{
+	const char *key = kms_config_get(cfg, "KeyName");
+	const char *mount = kms_config_get(cfg, "Mount") ?: "transit";
+	const char *ns = kms_config_get(cfg, "Namespace"), *role = kms_config_get(cfg, "RoleId");
+	const char *amount = kms_config_get(cfg, "AppRoleMount") ?: "approle";
+	_cleanup_free_ char *nsline = NULL, *authline = NULL;
+	const char *name = cfg->name ? cfg->name : "NAME";
+
+	if (!key || !path_ok(key) || strchr(key, '/'))
+		return kms_error_set(err, -EINVAL, "", "KeyName=%s is not a valid key name",
+				     key ? key : "");
+	if (!path_ok(mount) || !path_ok(amount))
+		return kms_error_set(err, -EINVAL, "", "Mount=%s or AppRoleMount=%s is not a valid "
+				     "mount path", mount, amount);
+	if (ns && (!path_ok(ns) || strpbrk(ns, "\"\n")))
+		return kms_error_set(err, -EINVAL, "", "Namespace=%s is not a valid namespace", ns);
+	if ((ns ? asprintf(&nsline,
+			  "# Write it in namespace %s (the paths are relative to it):\n"
+			  "#   vault policy write -namespace=%s kmscrypt-%s kmscrypt-%s.hcl\n"
+			  "# (written in a parent namespace instead, prefix each path with \"%s/\").\n",
+			  ns, ns, name, name, ns)
+		: asprintf(&nsline, "#   vault policy write kmscrypt-%s kmscrypt-%s.hcl\n",
+			   name, name)) < 0)
+		return -ENOMEM;
+	if ((role ? asprintf(&authline,
+			    "# AppRole (RoleId=%s): give the role this policy; the login at\n"
+			    "# auth/%s/login needs none:\n"
+			    "#   vault write auth/%s/role/ROLE_NAME token_policies=kmscrypt-%s\n",
+			    role, amount, amount, name)
+		 : asprintf(&authline,
+			    "# Token (Token=): a token with this policy only, e.g.\n"
+			    "#   vault token create -policy=kmscrypt-%s -orphan -period=768h\n",
+			    name)) < 0)
+		return -ENOMEM;
+	if (asprintf(ret,
+		     "# Vault policy for kmscrypt KMS configuration '%s': transit key '%s' at mount "
+		     "'%s'.\n%s%s\n"
+		     "# format, bind, kms check: wrap a volume secret\n"
+		     "path \"%s/encrypt/%s\" {\n  capabilities = [\"update\"]\n}\n\n"
+		     "# unlock, check: unwrap a volume secret\n"
+		     "path \"%s/decrypt/%s\" {\n  capabilities = [\"update\"]\n}\n\n"
+		     "# format, bind, kms check: the key's type and versions (not its material)\n"
+		     "path \"%s/keys/%s\" {\n  capabilities = [\"read\"]\n}\n",
+		     name, key, mount, nsline, authline, mount, key, mount, key, mount, key) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 const struct kms_provider kms_provider_vault = {
@@ -511,4 +508,5 @@ const struct kms_provider kms_provider_vault = {
 	.describe = vault_describe,
 	.wrap = vault_wrap,
 	.unwrap = vault_unwrap,
+	.policy = vault_policy,
 };
