@@ -20,13 +20,15 @@ ctest --test-dir "$src/build" --output-on-failure -j "$jobs" --timeout 900
 
 if [ "$quick" = 0 ]; then
 	echo "== ASan/UBSan build: unit and integration tests"
-	# (test_deb builds the package from the source tree: once, in the main run, is enough)
+	# (test_deb builds the package from the source tree, and the test_fakes_* and bench checks run
+	# only Python and shell: once, in the main run, is enough.  The crash loops run 10 times per
+	# command here, for the memory checks; the main run makes the 50-run proof.)
 	cmake -S "$src" -B "$src/build-asan" -DCMAKE_BUILD_TYPE=Debug -DKMSCRYPT_SANITIZE=ON \
 		-DKMSCRYPT_VM_TESTS=OFF >/dev/null
 	cmake --build "$src/build-asan" -j "$jobs"
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	RUNS=10 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		ctest --test-dir "$src/build-asan" --output-on-failure -j "$jobs" -L 'unit|integration' \
-		-E 'integration/test_deb$'
+		-E 'integration/(test_deb|test_fakes_.*|test_bench_scripts)$'
 
 	echo "== libFuzzer targets (clang), bounded time each"
 	CC=clang cmake -S "$src" -B "$src/build-fuzz" -DCMAKE_BUILD_TYPE=Debug -DKMSCRYPT_FUZZ=ON \

@@ -140,7 +140,7 @@ void cli_http_observer(const struct http_event *ev, void *userdata)
 
 	if (ev->request_id)
 		snprintf(id, sizeof(id), "request id %s, ", ev->request_id);
-	if (ev->backoff_ms)
+	if (ev->retrying)
 		snprintf(retry, sizeof(retry), "; retrying in %u ms", ev->backoff_ms);
 	/* LOG_INFO: shown with -v (and hidden by -q); the logger escapes the server's text */
 	if (ev->status > 0)

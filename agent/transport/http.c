@@ -503,7 +503,7 @@ static void attempt_request_id(const struct http_response *resp, struct attempt 
 
 static void attempt_report(struct http_client *c, const struct http_request *req,
 			   const struct attempt *a, const struct kms_error *err, unsigned attempt,
-			   unsigned backoff_ms)
+			   int backoff_ms /* < 0: no attempt follows */)
 {
 	struct http_event ev = {
 		.method = req->method,
@@ -514,7 +514,8 @@ static void attempt_report(struct http_client *c, const struct http_request *req
 		.latency_ms = a->latency_ms,
 		.request_id = a->request_id[0] ? a->request_id : NULL,
 		.attempt = attempt,
-		.backoff_ms = backoff_ms,
+		.retrying = backoff_ms >= 0,
+		.backoff_ms = backoff_ms >= 0 ? (unsigned)backoff_ms : 0,
 		.reused = a->reused,
 	};
 
@@ -602,7 +603,7 @@ int http_send(struct http_client *c, const struct http_request *req, struct http
 	if (!err && c->observer)
 		err = &local; /* the observer gets the failure's message */
 	r = send_attempt(c, req, ret, err, &a);
-	attempt_report(c, req, &a, err, 1, 0);
+	attempt_report(c, req, &a, err, 1, -1);
 	return r;
 }
 
@@ -661,20 +662,20 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 		}
 		r = send_attempt(c, &one, &resp, err, &a);
 		if (r == 0 && !transient(&resp, p->userdata)) {
-			attempt_report(c, req, &a, err, attempt, 0);
+			attempt_report(c, req, &a, err, attempt, -1);
 			http_response_done(&last);
 			*ret = resp;
 			return 0;
 		}
 		if (r < 0 && r != -EAGAIN) {
-			attempt_report(c, req, &a, err, attempt, 0);
+			attempt_report(c, req, &a, err, attempt, -1);
 			http_response_done(&last);
 			return r; /* denied, invalid, malformed: asking again will not help */
 		}
 		http_response_done(&last);
 		last = resp; /* zeroed when r < 0 */
 		if (attempt >= max) {
-			attempt_report(c, req, &a, err, attempt, 0);
+			attempt_report(c, req, &a, err, attempt, -1);
 			break;
 		}
 		wait = kms_backoff_ms(attempt, random_u32());
@@ -687,13 +688,13 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 		}
 		if (deadline && now_ms() + wait >= deadline) {
 			/* no time for another attempt: stop now rather than sleep past the deadline */
-			attempt_report(c, req, &a, err, attempt, 0);
+			attempt_report(c, req, &a, err, attempt, -1);
 			deadline = 0;
 			if (r < 0)
 				r = -ETIMEDOUT;
 			break;
 		}
-		attempt_report(c, req, &a, err, attempt, wait);
+		attempt_report(c, req, &a, err, attempt, (int)MIN(wait, (unsigned)INT32_MAX));
 		sleep_ms(wait);
 		pthread_mutex_lock(&c->pool_lock);
 		c->stats.retries++;

@@ -50,6 +50,8 @@ struct http_event {
 	unsigned latency_ms;    /* from sending to the reply (or the failure) */
 	const char *request_id; /* the vendor's request id header, or NULL */
 	unsigned attempt;       /* 1 for the first try */
+	bool retrying;          /* another attempt follows (after backoff_ms, which full jitter may
+				 * make 0) */
 	unsigned backoff_ms;    /* the wait before the next attempt; 0 when none follows */
 	bool reused;            /* the attempt reused an open connection */
 };

@@ -36,6 +36,7 @@ struct seen {
 	char method[16], url[256], request_id[96], message[256];
 	int status, error;
 	unsigned attempt, backoff_ms, latency_ms;
+	bool retrying;
 	bool reused;
 };
 static struct seen events[8];
@@ -56,6 +57,7 @@ static void observe(const struct http_event *ev, void *userdata)
 	s->error = ev->error;
 	s->attempt = ev->attempt;
 	s->backoff_ms = ev->backoff_ms;
+	s->retrying = ev->retrying;
 	s->latency_ms = ev->latency_ms;
 	s->reused = ev->reused;
 }
@@ -156,10 +158,12 @@ static void test_retry_reported(void **state)
 	}
 	assert_int_equal(events[0].status, 503);
 	assert_string_equal(events[0].request_id, "req-503");
-	assert_in_range(events[0].backoff_ms, 1, 30000);
+	assert_true(events[0].retrying); /* full jitter may make the wait itself 0 */
+	assert_in_range(events[0].backoff_ms, 0, 30000);
 	assert_false(events[0].reused);
 	assert_int_equal(events[1].status, 200);
 	assert_string_equal(events[1].request_id, "req-200");
+	assert_false(events[1].retrying);
 	assert_int_equal(events[1].backoff_ms, 0);
 	assert_true(events[1].reused); /* same connection, kept alive */
 }
@@ -177,6 +181,7 @@ static void test_final_answer(void **state)
 	assert_string_equal(events[0].method, "GET");
 	assert_int_equal(events[0].status, 403);
 	assert_int_equal(events[0].attempt, 1);
+	assert_false(events[0].retrying);
 	assert_int_equal(events[0].backoff_ms, 0);
 	http_response_done(&resp);
 
@@ -209,7 +214,8 @@ static void test_transport_failure(void **state)
 		assert_string_equal(events[i].request_id, "");
 		assert_int_equal(events[i].attempt, i + 1);
 	}
-	assert_true(events[0].backoff_ms > 0);
+	assert_true(events[0].retrying);
+	assert_false(events[1].retrying);
 	assert_int_equal(events[1].backoff_ms, 0);
 }
 

@@ -315,7 +315,7 @@ static int64_t mono_ms(void)
 /* Send @req and read the reply; transport failures (-EAGAIN) are retried with backoff within the
  * deadline.  The server's answer, whatever it says, is for the caller's parser. */
 static void kmip_report(struct kmip_ctx *c, const char *op, int r, const struct kms_error *err,
-			int64_t start, unsigned attempt, unsigned wait)
+			int64_t start, unsigned attempt, bool retrying, unsigned wait)
 {
 	char url[320];
 	struct http_event ev = {
@@ -325,6 +325,7 @@ static void kmip_report(struct kmip_ctx *c, const char *op, int r, const struct 
 		.message = r < 0 && err ? err->message : "",
 		.latency_ms = (unsigned)(mono_ms() - start),
 		.attempt = attempt,
+		.retrying = retrying,
 		.backoff_ms = wait,
 	};
 
@@ -352,17 +353,17 @@ static int kmip_call(struct kmip_ctx *c, const char *op, const struct secret *re
 			break;
 		r = kmip_tls_roundtrip(c->tls, req, (unsigned)left, ret_rsp, err);
 		if (r != -EAGAIN || attempt == KMIP_ATTEMPTS) {
-			kmip_report(c, op, r, err, start, attempt, 0);
+			kmip_report(c, op, r, err, start, attempt, false, 0);
 			return r;
 		}
 		if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
 			rnd = (uint32_t)attempt * 2654435761u;
 		wait = kms_backoff_ms(attempt, rnd);
 		if (mono_ms() + wait >= deadline) {
-			kmip_report(c, op, r, err, start, attempt, 0);
+			kmip_report(c, op, r, err, start, attempt, false, 0);
 			break;
 		}
-		kmip_report(c, op, r, err, start, attempt, wait);
+		kmip_report(c, op, r, err, start, attempt, true, wait);
 		struct timespec ts = {.tv_sec = wait / 1000,
 				      .tv_nsec = (long)(wait % 1000) * 1000000};
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
