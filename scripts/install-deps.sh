@@ -23,6 +23,8 @@ packages=(
 	python3-azure python3-cryptography
 	# the Prometheus text-format parser that reads the watcher's metrics file back
 	python3-prometheus-client
+	# the JSON Schema validator of every command's --json output (tests/integration/test_json_schema.sh)
+	python3-jsonschema
 )
 
 missing=()
