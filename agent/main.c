@@ -2,6 +2,7 @@
 /* argv -> command; process hardening; the only place that calls exit(). */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ static const struct {
 	{"lock", cmd_lock},     {"revoke", cmd_revoke}, {"restore", cmd_restore},
 	{"status", cmd_status}, {"watch", cmd_watch},
 	{"rotate-master", cmd_rotate_master}, {"rotate-secret", cmd_rotate_secret},
-	{"reencrypt", cmd_reencrypt},
+	{"reencrypt", cmd_reencrypt}, {"recovery-key", cmd_recovery_key},
 };
 
 static void harden(void)
@@ -46,6 +47,15 @@ static void harden(void)
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	(void)setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0});
 	umask(077);
+}
+
+/* Flat memory (issue 13): the threads of a run (--all) share two malloc arenas instead of one
+ * each, and blocks of 64 KiB or more (libcryptsetup's keyslot material, TLS and HTTP buffers) are
+ * mapped and unmapped rather than kept in a thread's arena after use. */
+static void flat_memory(void)
+{
+	(void)mallopt(M_ARENA_MAX, 2);
+	(void)mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 }
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret)
@@ -163,6 +173,7 @@ int main(int argc, char **argv)
 	int r;
 
 	harden();
+	flat_memory();
 	log_setup();
 	opterr = 0; /* commands name a bad option themselves (cli_option_error()) */
 	if ((e = secure_getenv("KMSCRYPT_CONFIG_DIR")) && *e)

@@ -77,8 +77,12 @@ export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 FK=$W/fake
 mkdir -p "$FK"
 bash "$SRC/tests/fakes/mkcerts.sh" "$FK/certs" >/dev/null 2>&1
+# --h2: the fake offers HTTP/2 by ALPN, so the requests of a run share one TLS connection
+# (the counters show the handshakes); without python3-h2 it serves HTTP/1.1 only
+H2=(--h2)
+/usr/bin/python3 -c 'import h2' 2>/dev/null || { H2=(); note "python3-h2 missing: the fake serves HTTP/1.1 only"; }
 /usr/bin/python3 "$SRC/tests/fakes/fake_aws_kms.py" --certs "$FK/certs" --portfile "$FK/port" \
-	--control-portfile "$FK/cport" --imds-portfile "$FK/iport" >"$FK/log" 2>&1 &
+	--control-portfile "$FK/cport" --imds-portfile "$FK/iport" "${H2[@]}" >"$FK/log" 2>&1 &
 PIDS+=($!)
 for ((i = 0; i < 1200; i++)); do
 	[[ -s $FK/port && -s $FK/cport ]] && break

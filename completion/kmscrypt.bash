@@ -91,7 +91,7 @@ _kmscrypt()
 		mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 		return
 		;;
-	--kms)
+	--kms | --recovery-key-escrow)
 		mapfile -t COMPREPLY < <(compgen -W "$(_kmscrypt_configs "$cfgdir")" -- "$cur")
 		return
 		;;
@@ -108,7 +108,7 @@ _kmscrypt()
 		mapfile -t COMPREPLY < <(compgen -W "$(_kmscrypt_mappings)" -- "$cur")
 		return
 		;;
-	--*-file | --*-cert | --*-key)
+	--*-file | --*-cert | --*-key | --device | --output)
 		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		return
 		;;
@@ -158,6 +158,14 @@ _kmscrypt()
 		;;
 	format | bind | unbind | check | unlock | rotate-master | rotate-secret)
 		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		;;
+	recovery-key)
+		# recovery-key show ESCROW_FILE
+		if ((${#words[@]} == 0)); then
+			mapfile -t COMPREPLY < <(compgen -W "show" -- "$cur")
+		else
+			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		fi
 		;;
 	esac
 } &&

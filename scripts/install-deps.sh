@@ -21,6 +21,8 @@ packages=(
 	# KMS servers and vendor clients for the fakes (run with /usr/bin/python3)
 	python3 python3-pykmip python3-boto3 python3-botocore python3-hvac python3-google-auth
 	python3-azure python3-cryptography
+	# HTTP/2 in the HTTPS fakes (--h2: tests/unit/test_kms_concurrency.c, bench/)
+	python3-h2
 	# the Prometheus text-format parser that reads the watcher's metrics file back
 	python3-prometheus-client
 	# the JSON Schema validator of every command's --json output (tests/integration/test_json_schema.sh)

@@ -109,6 +109,7 @@ int cmd_status(struct cli *c, int argc, char **argv);
 int cmd_rotate_master(struct cli *c, int argc, char **argv); /* cli/rotate_cmd.c */
 int cmd_rotate_secret(struct cli *c, int argc, char **argv);
 int cmd_reencrypt(struct cli *c, int argc, char **argv); /* cli/reencrypt_cmd.c */
+int cmd_recovery_key(struct cli *c, int argc, char **argv); /* cli/recovery_cmd.c */
 
 /* Help texts (cli/help.c); cli_help() prints the one for @cmd (NULL: overview). */
 int cli_help(const char *cmd, FILE *f);

@@ -31,9 +31,12 @@ static const char overview[] =
 	"  revoke MAPPING | --all [--reason TEXT]  suspend and wipe keys from the kernel\n"
 	"  restore MAPPING | --all                 unwrap again through the KMS and resume\n"
 	"  status [MAPPING|DEVICE] [--json]        what is open, revoked, and where keys are\n"
-	"  rotate-master DEVICE|--all [--kms NAME] rewrap the secret under the newest master key\n"
+	"  rotate-master DEVICE|--all [--kms NAME | --replace OLD=NEW]\n"
+	"                                          rewrap the secret under the newest master key\n"
 	"  rotate-secret DEVICE|--all              new secret in a new keyslot, old one destroyed\n"
 	"  reencrypt DEVICE [--resume]             new volume key, online, resumable\n"
+	"  recovery-key show ESCROW_FILE [--device DEVICE] [--output FILE|-]\n"
+	"                                          the recovery key back from its escrow\n"
 	"  watch [--once] [--metrics-file PATH]    wipe keys when the KMS revokes access\n"
 	"\n"
 	"Options:\n"
@@ -162,7 +165,8 @@ static const struct {
 		      "Prove configuration NAME works: a wrap/unwrap round trip through the KMS.\n"},
 	{"format",
 	 "Usage: kmscrypt format DEVICE --kms NAME [--label L] [--force] [--sector-size N]\n"
-	 "                       [--recovery-key-file F | --no-recovery-key]\n"
+	 "                       [--recovery-key-file F [--recovery-key-escrow NAME2] |\n"
+	 "                        --no-recovery-key]\n"
 	 "       kmscrypt format DEVICE --kms A --kms B ... [--threshold K] [options as above]\n"
 	 "\n"
 	 "Create a new LUKS2 volume (aes-xts-plain64, 512-bit volume key, 4096-byte sectors\n"
@@ -177,6 +181,12 @@ static const struct {
 	 "stdout (in --json as \"recovery_key\"), or written to the new file F (mode 0600, never\n"
 	 "overwritten) with --recovery-key-file. --no-recovery-key formats without one: if\n"
 	 "the KMS or its key is lost, so is the data. See RECOVERY in kmscrypt(8).\n"
+	 "\n"
+	 "--recovery-key-escrow NAME2 writes to F not the key but a JSON envelope of the key\n"
+	 "wrapped by KMS configuration NAME2 (another key than --kms), bound to the volume UUID\n"
+	 "and the purpose \"recovery\"; the wrap is proven before the device is touched, and\n"
+	 "'kms delete NAME2' is refused while the volume exists. 'kmscrypt recovery-key show F'\n"
+	 "gets the key back through NAME2.\n"
 	 "\n"
 	 "A device carrying a filesystem, partition table or LUKS header is refused unless\n"
 	 "--force, which asks for confirmation (type YES) unless -q; without a terminal and\n"
@@ -244,17 +254,19 @@ static const struct {
 		   "it is wiped, KMS configuration and provider, last unlock/revoke/restore, and\n"
 		   "what 'kmscrypt watch' last saw.\n"},
 	{"rotate-master",
-	 "Usage: kmscrypt rotate-master DEVICE|--all [--kms NAME] [--json]\n"
+	 "Usage: kmscrypt rotate-master DEVICE|--all [--kms NAME | --replace OLD=NEW] [--json]\n"
 	 "\n"
 	 "Unwrap each volume's secret through its binding and wrap it again under the newest\n"
-	 "version of its master key, or under configuration NAME. The new token is written next\n"
+	 "version of its master key, or under configuration NAME. A multi-KMS binding keeps its\n"
+	 "KMSs and threshold (the secret is split afresh, every KMS wraps its share); --replace\n"
+	 "OLD=NEW swaps one of its KMSs, which need not answer. The new token is written next\n"
 	 "to the old one and proven to open the keyslot before the old token is removed. Every\n"
 	 "binding a volume was wrapped under stays recorded (state 'history', audit log), and\n"
 	 "'kms delete' refuses those configurations: header backups may still need them.\n"},
 	{"rotate-secret",
 	 "Usage: kmscrypt rotate-secret DEVICE|--all [--json]\n"
 	 "\n"
-	 "A new random secret in a new keyslot, wrapped by the same KMS configuration, proven to\n"
+	 "A new random secret in a new keyslot, wrapped by the same KMS configuration(s), proven to\n"
 	 "open; then the old keyslot and its token are destroyed. The keyslot count does not\n"
 	 "grow and other keyslots (the recovery key) stay. A run that was killed is finished or\n"
 	 "undone by the next one.\n"},
@@ -272,6 +284,23 @@ static const struct {
 	 "-q. A progress line is shown when stderr is a terminal; Ctrl-C stops after the\n"
 	 "current step. A run that stopped, crashed or lost power is finished with --resume\n"
 	 "(open or closed volume); status and check say when one is pending.\n"},
+	{"recovery-key",
+	 "Usage: kmscrypt recovery-key show ESCROW_FILE [--device DEVICE] [--output FILE|-]\n"
+	 "                                  [--json]\n"
+	 "\n"
+	 "Unwrap the recovery key from the escrow file that 'format --recovery-key-escrow'\n"
+	 "wrote, through the KMS configuration named in it (the volume's own KMS is not\n"
+	 "needed). A file that was modified, or whose volume UUID was changed, is refused.\n"
+	 "Without --output the key is printed only on a terminal; into a pipe or file it is\n"
+	 "refused, so that it never lands in a log by accident.\n"
+	 "\n"
+	 "  --device DEVICE  refuse an escrow of another volume before asking the KMS, and\n"
+	 "                   test that the key opens a keyslot of DEVICE\n"
+	 "  --output FILE    write the key to the new file FILE (mode 0600, never overwritten),\n"
+	 "                   verbatim with no newline, for 'cryptsetup open --key-file' and\n"
+	 "                   'kmscrypt bind --key-file'; '-' writes it to stdout even when it is\n"
+	 "                   not a terminal. --json needs --output FILE and never carries\n"
+	 "                   the key.\n"},
 	{"watch",
 	 "Usage: kmscrypt watch [--once] [--metrics-file PATH]\n"
 	 "\n"

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "core/all.h"
 #include "core/flows.h"
 #include "core/vol.h"
 #include "kmscrypt/exit.h"
@@ -306,7 +307,7 @@ out:
 
 /* Targets for lock/revoke: one resolved target, or every open kmscrypt mapping. */
 static int collect_targets(const struct cli *c, const struct target_opts *o, bool all_revoked,
-			   struct vol ***ret, size_t *ret_n)
+			   bool revoking, struct vol ***ret, size_t *ret_n)
 {
 	struct vol **vols = NULL, **all = NULL;
 	size_t n = 0;
@@ -343,7 +344,9 @@ static int collect_targets(const struct cli *c, const struct target_opts *o, boo
 	while (all[total])
 		total++;
 	for (size_t i = 0; i < total; i++) {
-		bool want = all_revoked ? vol_revoked(all[i]) : all[i]->mapped;
+		/* revoke also takes a volume held only by a re-encryption's dm stack */
+		bool want = all_revoked ? vol_revoked(all[i])
+					: all[i]->mapped || (revoking && all[i]->stacked);
 		if (want) {
 			struct vol **nl = realloc(vols, (n + 2) * sizeof(*vols));
 			if (!nl)
@@ -378,10 +381,12 @@ static int begin_targets(struct cli *c, int argc, char **argv, bool with_reason,
 		return KMSCRYPT_EXIT_USAGE;
 	if (o->target) /* not --all: a failure below is this volume's item (--json) */
 		cli_json_target(c, o->target, NULL);
+	if (with_reason) /* revoke: a re-encryption of the target holds the lock; stop it */
+		(void)core_reencrypt_preempt(&c->core, o->all ? NULL : o->target, NULL);
 	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
-	r = collect_targets(c, o, all_revoked, ret_vols, ret_n);
+	r = collect_targets(c, o, all_revoked, with_reason, ret_vols, ret_n);
 	if (r < 0)
 		return finish_run(lock, r, NULL, 0);
 	*ret_lock = lock;
@@ -399,11 +404,10 @@ int cmd_lock(struct cli *c, int argc, char **argv)
 			  &lock, &vols, &n);
 	if (r)
 		return r;
-	for (size_t i = 0; i < n; i++) {
-		core_lock_volume(&c->core, vols[i]);
+	core_lock_all(&c->core, vols, n); /* several at once (core/all.h) */
+	for (size_t i = 0; i < n; i++)
 		if (strcmp(vols[i]->result, "already-locked") != 0)
 			vol_audit(&c->core, vols[i], "lock", NULL);
-	}
 	print_results(c, vols, n, false);
 	if (o.all && n == 0 && !c->json && !c->quiet)
 		printf("No open kmscrypt volumes to lock.\n");
@@ -424,10 +428,9 @@ int cmd_revoke(struct cli *c, int argc, char **argv)
 			  &vols, &n);
 	if (r)
 		return r;
-	for (size_t i = 0; i < n; i++) {
-		core_revoke(&c->core, vols[i], o.reason, false);
+	core_revoke_all(&c->core, vols, n, o.reason); /* several at once (core/all.h) */
+	for (size_t i = 0; i < n; i++)
 		vol_audit(&c->core, vols[i], "revoke", o.reason);
-	}
 	print_results(c, vols, n, true);
 	if (o.all && n == 0 && !c->json && !c->quiet)
 		printf("No open kmscrypt volumes to revoke.\n");
@@ -447,8 +450,7 @@ int cmd_restore(struct cli *c, int argc, char **argv)
 			  "kmscrypt restore MAPPING|DEVICE|UUID | --all [--json]", &o, &lock, &vols, &n);
 	if (r)
 		return r;
-	for (size_t i = 0; i < n; i++)
-		core_restore(&c->core, &ks, vols[i]);
+	core_restore_all(&c->core, &ks, vols, n); /* several at once; each audits (core/all.h) */
 	print_results(c, vols, n, false);
 	if (o.all && n == 0 && !c->json && !c->quiet)
 		printf("No revoked kmscrypt volumes.\n");

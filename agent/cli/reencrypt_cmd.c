@@ -112,8 +112,9 @@ int cmd_reencrypt(struct cli *c, int argc, char **argv)
 			       cli_exit_code(r);
 		o.recovery = recovery;
 	}
-	/* Held for the whole run: revoke, restore and unlock wait (a revoke must not race the
-	 * table reloads of the re-encryption, which would load the key again). */
+	/* Held for the whole run: restore and unlock wait (a revoke must not race the table
+	 * reloads of the re-encryption, which would load the key again: revoke stops this process
+	 * first, through the record below, core_reencrypt_preempt()). */
 	lock = core_lock(&c->core);
 	if (lock < 0)
 		return cli_exit_code(lock);
@@ -124,7 +125,15 @@ int cmd_reencrypt(struct cli *c, int argc, char **argv)
 
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
+	r = core_reencrypt_record(&c->core, &v);
+	if (r < 0) {
+		log_error_errno(r, "Cannot write '%s/reencrypt.run' (how revoke finds this run): %m. "
+				   "Nothing was changed.",
+				c->core.state_dir);
+		goto out;
+	}
 	core_reencrypt(&c->core, &ks, &v, &o, &res);
+	core_reencrypt_unrecord(&c->core);
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
 	if (ui.drew)

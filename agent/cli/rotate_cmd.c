@@ -36,10 +36,13 @@ static int rotate(struct cli *c, int argc, char **argv, bool master)
 {
 	static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
 					     {"kms", required_argument, NULL, 'k'},
+					     {"replace", required_argument, NULL, 'r'},
 					     {}};
-	const char *usage = master ? "kmscrypt rotate-master DEVICE|--all [--kms NAME]"
+	const char *usage = master ? "kmscrypt rotate-master DEVICE|--all [--kms NAME | --replace "
+				     "OLD=NEW]"
 				   : "kmscrypt rotate-secret DEVICE|--all";
-	const char *kms = NULL, *target = NULL;
+	const char *kms = NULL, *target = NULL, *replace_old = NULL;
+	char *replace = NULL;
 	struct vol **vols = NULL;
 	struct kms_set ks = {};
 	json_object *arr = NULL;
@@ -53,8 +56,22 @@ static int rotate(struct cli *c, int argc, char **argv, bool master)
 			all = true;
 		else if (opt == 'k' && master)
 			kms = optarg;
+		else if (opt == 'r' && master)
+			replace = optarg;
 		else
 			return cli_option_error(argv[0], opt, argv);
+	}
+	if (replace) {
+		/* --replace OLD=NEW: one KMS of a (multi-KMS) binding for another */
+		char *eq = strchr(replace, '=');
+		if (kms || !eq || eq == replace || !eq[1])
+			return log_error_errno(EINVAL, "--replace takes OLD=NEW, two KMS configuration "
+						       "names, and excludes --kms. Usage: %s",
+					       usage),
+			       KMSCRYPT_EXIT_USAGE;
+		*eq = 0;
+		replace_old = replace;
+		kms = eq + 1;
 	}
 	if (optind < argc)
 		target = argv[optind++];
@@ -87,13 +104,13 @@ static int rotate(struct cli *c, int argc, char **argv, bool master)
 			goto out;
 		}
 		n = 1;
-		if (core_token_version(target) > KMSCRYPT_TOKEN_VERSION) {
-			/* a token of a newer schema (multi-KMS) is not rewritten by this version */
+		if (core_token_version(target) > KMSCRYPT_TOKEN_VERSION_MULTI) {
+			/* a token of a newer schema is not rewritten by this version */
 			code = cli_exit_code(log_error_errno(
 				EBADMSG,
-				"%s does not yet support multi-KMS bindings: '%s' has a version %d "
-				"kmscrypt token. Nothing was changed.",
-				argv[0], target, core_token_version(target)));
+				"%s does not know version %d kmscrypt tokens ('%s'); use a newer "
+				"kmscrypt. Nothing was changed.",
+				argv[0], core_token_version(target), target));
 			goto out;
 		}
 		r = vol_resolve(&c->core, target, vols[0]);
@@ -110,7 +127,7 @@ static int rotate(struct cli *c, int argc, char **argv, bool master)
 		struct core_rotation rot;
 
 		if (master)
-			core_rotate_master(&c->core, &ks, v, kms, &rot);
+			core_rotate_master(&c->core, &ks, v, kms, replace_old, &rot);
 		else
 			core_rotate_secret(&c->core, &ks, v, &rot);
 		if (v->r < 0) {

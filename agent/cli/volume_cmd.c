@@ -14,9 +14,9 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "core/escrow.h"
 #include "core/flows.h"
 #include "core/vol.h"
-#include "codec/shamir.h"
 #include "codec/token.h"
 #include "config/kms_config.h"
 #include "kmscrypt/exit.h"
@@ -106,39 +106,14 @@ static int recovery_generate(struct secret **ret)
 	return 0;
 }
 
+/* The token of a new binding (core_wrap_token(), core/bind.c); logs on failure. */
 static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
 		      const struct secret *secret, char **ret_json)
 {
-	struct kms_aad aad = {.uuid = uuid, .keyslot = keyslot};
-	struct kms_wrapped w = {};
-	struct kms_error err = {};
-	struct kmscrypt_token t = {};
-	char buf[512];
-	int r;
+	char why[768];
+	int r = core_wrap_token(&h, 1, 1, false, uuid, keyslot, secret, ret_json, why, sizeof(why));
 
-	if (h->open_r < 0) {
-		err = h->open_err;
-		r = h->open_r;
-	} else {
-		r = h->cfg.provider->wrap(h->ctx, &aad, secret, &w, &err);
-	}
-	if (r < 0) {
-		kms_error_describe(&err, buf, sizeof(buf));
-		return log_error_errno(r, "KMS '%s' (%s) could not wrap the new secret: %s; %s.",
-				       h->cfg.name, h->cfg.provider->name, buf,
-				       core_hint_for_error(r, &err));
-	}
-	t.keyslot = keyslot;
-	t.kms = h->cfg.name;
-	t.provider = (char *)h->cfg.provider->name;
-	t.key_id = w.key_id;
-	t.key_version = w.key_version;
-	t.alg = w.alg;
-	t.blob = w.blob;
-	t.blob_len = w.blob_len;
-	r = token_format(&t, time(NULL), ret_json);
-	kms_wrapped_done(&w);
-	return r;
+	return r < 0 ? log_error_errno(r, "%s.", why) : r;
 }
 
 /* A version-2 token (include/kmscrypt/token.h) for @n KMSs: the secret wrapped by each (@k 1), or
@@ -146,68 +121,14 @@ static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
 static int wrap_token_multi(struct kms_handle *hs, size_t n, unsigned k, const char *uuid,
 			    int keyslot, const struct secret *secret, char **ret_json)
 {
-	_cleanup_secret_ struct secret *rnd = NULL, *shares = NULL;
-	struct kmscrypt_wrap wraps[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
-	struct kms_wrapped w[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
-	struct kmscrypt_token t = {.version = KMSCRYPT_TOKEN_VERSION_MULTI,
-				   .keyslot = keyslot,
-				   .threshold = k,
-				   .n_wraps = n,
-				   .wraps = wraps};
-	struct kms_aad aad = {.uuid = uuid, .keyslot = keyslot};
-	int r = 0;
+	struct kms_handle *hp[KMSCRYPT_TOKEN_MAX_WRAPS];
+	char why[768];
+	int r;
 
-	if (k > 1) {
-		/* the coefficients come from the CSPRNG into locked memory, wiped when freed */
-		r = secret_random((k - 1) * KMSCRYPT_SECRET_BYTES, &rnd);
-		if (r == 0)
-			r = secret_new(n * KMSCRYPT_SECRET_BYTES, &shares);
-		if (r == 0)
-			r = shamir_split(secret->buf, KMSCRYPT_SECRET_BYTES, k, (unsigned)n, rnd->buf,
-					 shares->buf);
-		if (r < 0)
-			return log_error_errno(r, "Cannot split the new secret: %m");
-		shares->len = n * KMSCRYPT_SECRET_BYTES;
-		rnd = secret_free(rnd);
-	}
-	for (size_t i = 0; i < n && r >= 0; i++) {
-		_cleanup_secret_ struct secret *one = NULL;
-		struct kms_error err = {};
-		char buf[512];
-
-		if (k > 1)
-			r = secret_from(shares->buf + i * KMSCRYPT_SECRET_BYTES, KMSCRYPT_SECRET_BYTES,
-					&one);
-		if (r < 0)
-			break;
-		if (hs[i].open_r < 0) {
-			err = hs[i].open_err;
-			r = hs[i].open_r;
-		} else {
-			r = hs[i].cfg.provider->wrap(hs[i].ctx, &aad, k > 1 ? one : secret, &w[i],
-						     &err);
-		}
-		if (r < 0) {
-			kms_error_describe(&err, buf, sizeof(buf));
-			log_error_errno(r, "KMS '%s' (%s) could not wrap the new %s: %s; %s.",
-					hs[i].cfg.name, hs[i].cfg.provider->name,
-					k > 1 ? "share" : "secret", buf, core_hint_for_error(r, &err));
-			break;
-		}
-		wraps[i] = (struct kmscrypt_wrap){.kms = hs[i].cfg.name,
-						  .provider = (char *)hs[i].cfg.provider->name,
-						  .key_id = w[i].key_id,
-						  .key_version = w[i].key_version,
-						  .alg = w[i].alg,
-						  .blob = w[i].blob,
-						  .blob_len = w[i].blob_len,
-						  .share = k > 1 ? (unsigned)i + 1 : 0};
-	}
-	if (r >= 0)
-		r = token_format(&t, time(NULL), ret_json);
-	for (size_t i = 0; i < n; i++)
-		kms_wrapped_done(&w[i]);
-	return r;
+	for (size_t i = 0; i < n && i < KMSCRYPT_TOKEN_MAX_WRAPS; i++)
+		hp[i] = &hs[i];
+	r = core_wrap_token(hp, n, k, true, uuid, keyslot, secret, ret_json, why, sizeof(why));
+	return r < 0 ? log_error_errno(r, "%s.", why) : r;
 }
 
 /* --kms given more than once (at most KMSCRYPT_TOKEN_MAX_WRAPS, each once). */
@@ -310,16 +231,29 @@ static void record_binding(const struct cli *c, const char *action, const char *
 			log_warning("Cannot save state for %s, ignoring.", uuid);
 		volume_state_done(&s);
 	}
-	/* the binding made (configuration names are [A-Za-z0-9._-]: no JSON escaping needed) */
+	/* the binding made, as the header now holds it (every KMS, key version and the threshold,
+	 * as rotation records name it: core_binding_json()); without one, the names (configuration
+	 * names are [A-Za-z0-9._-]: no JSON escaping needed) */
 	char nb[sizeof(all) + 32];
+	struct volume_header hdr = {};
+	struct kmscrypt_token t = {};
+	json_object *b = NULL;
+
 	snprintf(nb, sizeof(nb), "{\"kms\":\"%s\"}", all);
-	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = action,
-								 .uuid = uuid,
-								 .device = device,
-								 .kms = all,
-								 .result = result,
-								 .duration_ms = -1,
-								 .new_binding = nb});
+	if (strcmp(result, "ok") == 0 && core_read_volume(device, &hdr, &t, false) == 0 &&
+	    strcmp(hdr.uuid, uuid) == 0)
+		b = core_binding_json(&t);
+	(void)audit_append(c->core.state_dir,
+			   &(struct audit_record){.action = action,
+						  .uuid = uuid,
+						  .device = device,
+						  .kms = all,
+						  .result = result,
+						  .duration_ms = -1,
+						  .new_binding = b ? json_object_to_json_string(b) : nb});
+	json_object_put(b);
+	token_done(&t);
+	volume_header_done(&hdr);
 }
 
 int cmd_format(struct cli *c, int argc, char **argv)
@@ -328,12 +262,16 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		{"kms", required_argument, NULL, 'k'},
 		{"label", required_argument, NULL, 'l'},
 		{"recovery-key-file", required_argument, NULL, 'R'},
+		{"recovery-key-escrow", required_argument, NULL, 'E'},
 		{"no-recovery-key", no_argument, NULL, 'N'},
 		{"force", no_argument, NULL, 'f'},
 		{"sector-size", required_argument, NULL, 's'},
 		{"threshold", required_argument, NULL, 't'},
 		{}};
 	const char *kms = NULL, *label = NULL, *recovery_path = NULL, *device, *threshold_arg = NULL;
+	const char *escrow_kms = NULL; /* --recovery-key-escrow: the file holds the wrapped key */
+	struct kms_handle escrow_h = {};
+	_cleanup_free_ char *envelope = NULL;
 	const char *names[KMSCRYPT_TOKEN_MAX_WRAPS];
 	size_t n_kms = 0;
 	unsigned threshold = 1;
@@ -368,6 +306,9 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		case 'R':
 			recovery_path = optarg;
 			break;
+		case 'E':
+			escrow_kms = optarg;
+			break;
 		case 'N':
 			no_recovery = true;
 			break;
@@ -390,8 +331,8 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	if (optind + 1 != argc || !kms)
 		return log_error_errno(EINVAL, "Usage: kmscrypt format DEVICE --kms NAME [--kms NAME2 "
 					       "... [--threshold K]] [--label L] "
-					       "[--recovery-key-file F | --no-recovery-key] "
-					       "[--force]"),
+					       "[--recovery-key-file F [--recovery-key-escrow NAME] "
+					       "| --no-recovery-key] [--force]"),
 		       KMSCRYPT_EXIT_USAGE;
 	if (parse_threshold(threshold_arg, n_kms, &threshold) < 0)
 		return KMSCRYPT_EXIT_USAGE;
@@ -399,6 +340,19 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		return log_error_errno(EINVAL, "--recovery-key-file and --no-recovery-key exclude "
 					       "each other."),
 		       KMSCRYPT_EXIT_USAGE;
+	if (escrow_kms && (no_recovery || !recovery_path))
+		return log_error_errno(EINVAL, "--recovery-key-escrow NAME needs "
+					       "--recovery-key-file F (where the wrapped recovery "
+					       "key goes) and no --no-recovery-key."),
+		       KMSCRYPT_EXIT_USAGE;
+	for (size_t i = 0; escrow_kms && i < n_kms; i++)
+		if (strcmp(names[i], escrow_kms) == 0)
+			return log_error_errno(EINVAL, "--recovery-key-escrow '%s' is also a --kms "
+						       "of the volume: the escrow is the way back "
+						       "when those are gone, so name another "
+						       "configuration.",
+					       escrow_kms),
+			       KMSCRYPT_EXIT_USAGE;
 	device = argv[optind];
 	_cleanup_free_ char *abs = realpath(device, NULL);
 	if (abs)
@@ -481,6 +435,11 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
+	if (escrow_kms) {
+		r = kms_handle_open(&c->core, escrow_kms, &escrow_h);
+		if (r < 0)
+			goto out;
+	}
 	binding_desc(hs, n_kms, threshold, desc, sizeof(desc));
 
 	/* Wrap before writing anything: a KMS failure leaves the device untouched. */
@@ -501,12 +460,19 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
+	if (escrow_kms) {
+		/* the file gets the key wrapped by the escrow configuration (codec/escrow.h) */
+		r = core_escrow_seal(&escrow_h, uuid, device, label, recovery, &envelope);
+		if (r < 0)
+			goto out;
+	}
 	if (recovery_path) {
 		/* Written first, so a volume never exists whose recovery key was lost. */
+		const void *data = envelope ? (const void *)envelope : (const void *)recovery->buf;
+		size_t len = envelope ? strlen(envelope) : recovery->len;
 		_cleanup_close_ int fd =
 			open(recovery_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
-		if (fd < 0 || write(fd, recovery->buf, recovery->len) != (ssize_t)recovery->len ||
-		    fsync(fd) < 0) {
+		if (fd < 0 || write(fd, data, len) != (ssize_t)len || fsync(fd) < 0) {
 			r = log_error_errno(errno, "Cannot write recovery key file '%s': %m",
 					    recovery_path);
 			if (fd >= 0)
@@ -532,6 +498,22 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		goto out;
 	}
 	record_binding(c, "format", uuid, device, names, n_kms, "ok");
+	if (escrow_kms) {
+		/* the escrow needs its configuration while the volume lives: kms delete refuses */
+		r = usage_record(c->core.state_dir, escrow_kms, uuid, device);
+		if (r < 0)
+			log_warning_errno(r, "Cannot record that '%s' uses KMS '%s' for its "
+					     "recovery key escrow, ignoring: %m",
+					  device, escrow_kms);
+		(void)audit_append(c->core.state_dir,
+				   &(struct audit_record){.action = "recovery-escrow",
+							  .uuid = uuid,
+							  .device = device,
+							  .kms = escrow_kms,
+							  .result = "ok",
+							  .duration_ms = -1});
+		r = 0;
+	}
 	core_default_mapping(label, uuid, mapping, sizeof(mapping));
 	if (label && strcmp(label, mapping) != 0)
 		log_notice("Label '%s' cannot be a device-mapper name; 'kmscrypt unlock' will open "
@@ -548,6 +530,9 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		if (recovery_path)
 			json_object_object_add(o, "recovery_key_file",
 					       json_object_new_string(recovery_path));
+		if (escrow_kms)
+			json_object_object_add(o, "recovery_key_escrow",
+					       json_object_new_string(escrow_kms));
 		/* the only copy of the recovery key: printed from locked memory (cli.h) */
 		if (recovery && !recovery_path)
 			json_object_object_add(o, "recovery_key",
@@ -562,7 +547,11 @@ int cmd_format(struct cli *c, int argc, char **argv)
 	} else if (!c->quiet) {
 		printf("Formatted '%s' as LUKS2 volume %s, bound to %s in keyslot 0.\n", device, uuid,
 		       desc);
-		if (recovery_path)
+		if (recovery_path && escrow_kms)
+			printf("Recovery key (keyslot 1) wrapped by KMS '%s' into '%s': keep a copy "
+			       "off this host; 'kmscrypt recovery-key show' unwraps it.\n",
+			       escrow_kms, recovery_path);
+		else if (recovery_path)
 			printf("Recovery key (keyslot 1) written to '%s': store it offline.\n",
 			       recovery_path);
 	}
@@ -593,6 +582,7 @@ out:
 	volume_header_done(&old);
 	for (size_t i = 0; i < n_kms; i++)
 		kms_handle_done(&hs[i]);
+	kms_handle_done(&escrow_h);
 	return cli_exit_code(r);
 }
 

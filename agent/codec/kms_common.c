@@ -70,9 +70,18 @@ int kms_error_reject(struct kms_error *e, int r, const char *code, const char *f
 	return r;
 }
 
+const char *kms_aad_slot(const struct kms_aad *aad, char buf[16])
+{
+	if (aad->purpose)
+		return aad->purpose;
+	snprintf(buf, 16, "%d", aad->keyslot);
+	return buf;
+}
+
 int kms_aad_format(const struct kms_aad *aad, char *buf, size_t n)
 {
-	int k = snprintf(buf, n, KMSCRYPT_AAD_PREFIX "%s:%d", aad->uuid, aad->keyslot);
+	char slot[16];
+	int k = snprintf(buf, n, KMSCRYPT_AAD_PREFIX "%s:%s", aad->uuid, kms_aad_slot(aad, slot));
 
 	if (k < 0 || (size_t)k >= n)
 		return -ENOBUFS;

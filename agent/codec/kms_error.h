@@ -31,13 +31,22 @@ int kms_error_reject(struct kms_error *e, int r, const char *code, const char *f
  * fields itself. */
 void kms_error_sanitize(struct kms_error *e);
 
-/* What a wrapped secret is bound to.  The AAD bytes are KMSCRYPT_AAD_PREFIX "<uuid>:<keyslot>". */
+/* What a wrapped secret is bound to.  The AAD bytes are KMSCRYPT_AAD_PREFIX "<uuid>:<keyslot>", or
+ * KMSCRYPT_AAD_PREFIX "<uuid>:<purpose>" for a secret that opens no keyslot through a token (the
+ * recovery key escrow, purpose KMS_AAD_PURPOSE_RECOVERY): a purpose is letters, never a number, so
+ * neither wrap opens as the other.  Providers with a structured context put the purpose where
+ * the keyslot number goes (AWS: "kmscrypt:keyslot": "recovery"), so least-privilege policies on
+ * the context keys stay as they are. */
 struct kms_aad {
-	const char *uuid; /* LUKS2 UUID, lower case with dashes */
+	const char *uuid;    /* LUKS2 UUID, lower case with dashes */
 	int keyslot;
+	const char *purpose; /* NULL: a keyslot's secret; else [a-z]+, replaces the keyslot */
 };
+#define KMS_AAD_PURPOSE_RECOVERY "recovery"
 /* Writes the AAD string into @buf (NUL-terminated); returns its length or -ENOBUFS. */
 int kms_aad_format(const struct kms_aad *aad, char *buf, size_t n);
+/* The keyslot part of the binding for messages and contexts: "<keyslot>" or the purpose. */
+const char *kms_aad_slot(const struct kms_aad *aad, char buf[16]);
 
 /* A wrapped secret as stored in the LUKS2 token (include/kmscrypt/token.h). */
 struct kms_wrapped {

@@ -19,6 +19,7 @@
 
 struct config_error;
 struct kmscrypt_token;
+struct json_object;
 struct volume_header;
 
 struct core_ctx {
@@ -90,6 +91,15 @@ struct core_wrap_answer {
 int core_token_unwrap(struct kms_handle *const *hs, const int *hr, const char *uuid,
 		      const struct kmscrypt_token *t, bool wait_all, struct secret **ret,
 		      struct core_wrap_answer *ans);
+/* The same for a caller that cannot wait for the KMSs still answering after k did, and cannot
+ * hold their handles open for core_unwrap_reap() (the token plugin, which runs inside
+ * libcryptsetup's caller and keeps no state between calls): ownership of what the requests use
+ * passes to this call, and @release(@arg) (which closes the handles) is called exactly once, by
+ * this call when no request is left running, else by the thread of the last one to finish.
+ * Never waits for more than k answers. */
+int core_token_unwrap_detached(struct kms_handle *const *hs, const int *hr, const char *uuid,
+			       const struct kmscrypt_token *t, struct secret **ret,
+			       struct core_wrap_answer *ans, void (*release)(void *), void *arg);
 /* core_token_unwrap() returns as soon as k KMSs answered (unless @wait_all: check waits for every
  * answer, to report them); the requests still running finish in the background.  Join them: call
  * this before closing any handle passed to it (kms_set_done() does). */
@@ -100,6 +110,23 @@ void core_answers_describe(const struct kmscrypt_token *t, const struct core_wra
 unsigned core_answers_ok(const struct kmscrypt_token *t, const struct core_wrap_answer *ans);
 /* A failure the KMS may not repeat later (network, 5xx, throttling): "unavailable". */
 bool core_kms_transient(int r);
+
+/* ---- bindings (core/bind.c) ---- */
+/* The token of a new binding of keyslot @keyslot of volume @uuid to @secret: wrapped by @hs[0]
+ * (@multi false: version 1, @n 1), or by each of the @n handles (@multi: version 2; @k 1: any-of,
+ * each wrap holds @secret; 1 < @k <= @n: a fresh Shamir split, share i wrapped by @hs[i]).  Every
+ * KMS must wrap: on the first that cannot, -errno with one line in @why (no logging). */
+int core_wrap_token(struct kms_handle *const *hs, size_t n, unsigned k, bool multi,
+		    const char *uuid, int keyslot, const struct secret *secret, char **ret_json,
+		    char *why, size_t why_len);
+/* The binding of a token as audit records and the state's history name it: {"kms", "provider",
+ * "key_id", "key_version", "keyslot"} (those of the first wrap), plus for version 2 "threshold"
+ * and "wraps": [{"kms", "provider", "key_id", "key_version", "share"}, ...].  The _text variant
+ * parses token JSON (NULL when invalid). */
+struct json_object *core_binding_json(const struct kmscrypt_token *t);
+struct json_object *core_binding_json_text(const char *token_json);
+/* "KMS 'a'" or "KMSs 'a', 'b', 'c' (2 of 3)" */
+void core_binding_desc(const struct kmscrypt_token *t, char *buf, size_t len);
 
 /* "<code>: <message> (HTTP n, request id)" into @buf for one-line errors. */
 void kms_error_describe(const struct kms_error *e, char *buf, size_t n);

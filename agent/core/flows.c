@@ -123,9 +123,16 @@ struct unlock_job {
 	const struct core_ctx *c;
 	struct kms_set *ks; /* fully opened before the threads start: read-only for them */
 	struct vol *v;
+	struct volume_pool *pool; /* activation workers, or NULL: activate in this process */
 };
 
-static void unlock_one(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
+static bool unlock_candidate(const struct vol *v)
+{
+	return !v->mapped && !vol_revoked(v) && (v->state_r == 0 || v->state_r == -ENOENT);
+}
+
+static void unlock_one(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+		       struct volume_pool *pool)
 {
 	_cleanup_secret_ struct secret *secret = NULL;
 	double t0 = now_ms();
@@ -152,7 +159,7 @@ static void unlock_one(const struct core_ctx *c, struct kms_set *ks, struct vol 
 	r = core_unwrap(c, ks, v, "unlock", &secret, NULL);
 	if (r < 0)
 		goto out;
-	r = volume_activate(v->device, v->mapping, v->tok.keyslot, secret);
+	r = volume_pool_activate(pool, v->device, v->mapping, v->tok.keyslot, secret);
 	secret = secret_free(secret);
 	if (r == -EPERM) {
 		vol_fail(v, -EBADMSG,
@@ -187,27 +194,42 @@ static void *unlock_thread(void *p)
 {
 	struct unlock_job *j = p;
 
-	unlock_one(j->c, j->ks, j->v);
+	unlock_one(j->c, j->ks, j->v, j->pool);
 	return NULL;
 }
 
-/* Unlock @vols (concurrently when more than one); each volume's outcome is in the volume. */
+/*
+ * Unlock @vols (concurrently when more than one); each volume's outcome is in the volume.
+ * The unwraps run in threads; the activations in worker processes (volume_pool_start(), one per
+ * CPU, forked here before any thread exists), since one process activates one volume at a time.
+ */
 int core_unlock(const struct core_ctx *c, struct kms_set *ks, struct vol **vols, size_t n)
 {
+	struct volume_pool *pool = NULL;
+	size_t cands = 0;
+	unsigned workers;
+
+	for (size_t i = 0; i < n; i++)
+		cands += unlock_candidate(vols[i]);
+	workers = (unsigned)MIN((size_t)volume_pool_default_size(), cands);
+	if (workers >= 2 && volume_pool_start(workers, &pool) < 0) {
+		log_debug("Cannot start activation workers; activating one volume at a time.");
+		pool = NULL;
+	}
 	/* Open each KMS configuration once, before any thread starts. */
 	for (size_t i = 0; i < n; i++) {
 		int rr;
-		if (!vols[i]->mapped && !vol_revoked(vols[i]) &&
-		    (vols[i]->state_r == 0 || vols[i]->state_r == -ENOENT))
-		{
+		if (unlock_candidate(vols[i])) {
 			for (size_t w = 0; w < vols[i]->tok.n_wraps; w++)
 				(void)kms_set_get(c, ks, vols[i]->tok.wraps[w].kms, &rr);
-			/* and those of its other tokens (core_unwrap_fallback()) */
-			core_open_token_kms(c, ks, vols[i]);
+			/* and those of its other tokens (core_unwrap_fallback()); a header with
+			 * one kmscrypt token has none: no second read of it */
+			if (vols[i]->hdr.kmscrypt_tokens != 1)
+				core_open_token_kms(c, ks, vols[i]);
 		}
 	}
 	if (n == 1) {
-		unlock_one(c, ks, vols[0]);
+		unlock_one(c, ks, vols[0], pool);
 	} else if (n > 1) {
 		/* Volumes unlock concurrently; one failing does not stop the others. */
 		struct unlock_job *jobs = calloc(n, sizeof(*jobs));
@@ -215,15 +237,16 @@ int core_unlock(const struct core_ctx *c, struct kms_set *ks, struct vol **vols,
 		if (!jobs || !tids) {
 			free(jobs);
 			free(tids);
+			volume_pool_stop(pool);
 			return -ENOMEM;
 		}
 		for (size_t base = 0; base < n; base += UNLOCK_PARALLEL) {
 			size_t end = MIN(n, base + UNLOCK_PARALLEL);
 			for (size_t i = base; i < end; i++) {
-				jobs[i] = (struct unlock_job){c, ks, vols[i]};
+				jobs[i] = (struct unlock_job){c, ks, vols[i], pool};
 				if (pthread_create(&tids[i], NULL, unlock_thread, &jobs[i]) != 0) {
 					tids[i] = 0;
-					unlock_one(c, ks, vols[i]);
+					unlock_one(c, ks, vols[i], pool);
 				}
 			}
 			for (size_t i = base; i < end; i++)
@@ -233,6 +256,7 @@ int core_unlock(const struct core_ctx *c, struct kms_set *ks, struct vol **vols,
 		free(jobs);
 		free(tids);
 	}
+	volume_pool_stop(pool);
 	return 0;
 }
 
@@ -333,11 +357,52 @@ static int revoke_wipe_all(struct vol *v, int *ret_wiped)
 	return first;
 }
 
+/* A re-encryption pending (stopped, killed, or not resumed after a crash; a running one was
+ * stopped by core_reencrypt_preempt() before the lock): crypt_suspend() refuses, and the keys are
+ * in every table of its dm stack (volume/stack.c). */
+static bool revoke_needs_stack(const struct vol *v)
+{
+	struct volume_reencrypt_info ri;
+
+	if (volume_stack_present(v->hdr.uuid) > 0)
+		return true;
+	return volume_reencrypt_info(v->device, &ri) == 0 && (ri.pending || ri.journal);
+}
+
+/* Suspend and wipe the whole stack; keep what restore needs in the state record. */
+static int revoke_wipe_stack(const struct core_ctx *c, struct vol *v, int *ret_wiped)
+{
+	_cleanup_free_ char *plan = NULL;
+	char top[sizeof(v->map.name)];
+	int r, k;
+
+	r = volume_stack_suspend_wipe(v->hdr.uuid, &plan, &v->wipe, top, sizeof(top));
+	if (r == -ENOENT || (r == -ENOTSUP && !v->mapped))
+		return 0; /* not open */
+	*ret_wiped = 1;
+	v->mapped = true;
+	snprintf(v->map.name, sizeof(v->map.name), "%s", top);
+	snprintf(v->mapping, sizeof(v->mapping), "%s", top);
+	v->map.suspended = true;
+	/* a second revoke finds the keys wiped already: keep the first plan */
+	if (plan && (plan[0] == 'K' || strstr(plan, "\nK "))) {
+		free(v->st.stack_plan);
+		v->st.stack_plan = TAKE_PTR(plan);
+		k = vol_save_state(c, v);
+		if (k < 0 && r == 0)
+			r = k;
+	}
+	if (r == -EBADMSG || (r == 0 && !v->wipe.table_key_zero))
+		return -EIO;
+	return r;
+}
+
 void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bool by_watcher)
 {
 	char marks[160] = "";
 	double t0 = now_ms();
 	pid_t pid = 0;
+	bool hdr_refused = false;
 	int r, r_state, r_hdr, wiped = 0;
 
 	/* Mark first, in the state dir and in the LUKS2 header: even if the wipe below fails, no
@@ -349,6 +414,15 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 	v->st.revoke_reason = reason ? strdup(reason) : NULL;
 	r_state = vol_save_state(c, v);
 	r_hdr = vol_mark_header(v, v->st.last_revoke, reason);
+	if (r_hdr == -EBADMSG && r_state == 0) {
+		/* libcryptsetup 2.6 refuses every LUKS2 header change while a re-encryption is
+		 * pending (its online-reencrypt requirement): the state mark holds on this host */
+		struct volume_reencrypt_info ri;
+		if (volume_reencrypt_info(v->device, &ri) == 0 && (ri.pending || ri.journal)) {
+			r_hdr = 0;
+			hdr_refused = true;
+		}
+	}
 	if (r_state < 0)
 		snprintf(marks, sizeof(marks), "in '%s/volumes/%s.json' (%s)", c->state_dir,
 			 v->hdr.uuid, strerror(-r_state));
@@ -368,7 +442,18 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 			 v->device, v->hdr.uuid, (int)pid, REVOKE_INFLIGHT_WAIT_MS / 1000, v->device);
 		goto out;
 	}
-	r = revoke_wipe_all(v, &wiped);
+	if (revoke_needs_stack(v)) {
+		r = revoke_wipe_stack(c, v, &wiped);
+		if (r == -EIO) {
+			vol_fail(v, -EIO,
+				 "Revoke of '%s' (UUID %s) FAILED: a dm table of its pending "
+				 "re-encryption still holds a key after the wipe ('dmsetup table "
+				 "--showkeys'); power it off or remove its dm devices.",
+				 v->device, v->hdr.uuid);
+			goto out;
+		}
+	} else
+		r = revoke_wipe_all(v, &wiped);
 	if (r == -EIO) {
 		vol_fail(v, -EIO,
 			 "Revoke of '%s' (UUID %s) suspended the device but its dm table still holds a "
@@ -411,6 +496,12 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 			 v->mapping, v->hdr.uuid, (double)v->wipe.suspend_usec / 1e3,
 			 v->wipe.keys_invalidated, v->wipe.keys_invalidated == 1 ? "" : "s", v->ms,
 			 v->mapping);
+	if (hdr_refused)
+		strncat(v->msg,
+			" A re-encryption is pending: libcryptsetup refuses LUKS2 header changes "
+			"until it finishes, so the revoked mark is in the state dir only (this host); "
+			"revoke access at the KMS to stop other hosts.",
+			sizeof(v->msg) - strlen(v->msg) - 1);
 	return;
 out:
 	v->result = "error";
@@ -430,6 +521,20 @@ void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
 			 v->mapping, v->hdr.uuid);
 		return;
 	}
+	/* revoked while a re-encryption was pending: its dm stack, as revoke left it */
+	if (!(v->has_state && v->st.stack_plan) && vol_revoked(v) &&
+	    volume_stack_present(v->hdr.uuid) > 0) {
+		vol_fail(v, -ENOKEY,
+			 "Cannot restore '%s' (UUID %s) in place: the record of its re-encryption's "
+			 "dm keys is missing from '%s/volumes/%s.json'; reboot (or unmount and "
+			 "'dmsetup remove --force' its devices), then 'kmscrypt restore %s' and "
+			 "'kmscrypt reencrypt --resume %s'.",
+			 v->device, v->hdr.uuid, c->state_dir, v->hdr.uuid, v->device, v->device);
+		v->result = "error";
+		v->ms = now_ms() - t0;
+		vol_audit(c, v, "restore", NULL);
+		return;
+	}
 	r = core_unwrap(c, ks, v, "restore", &secret, NULL);
 	if (r < 0) {
 		if (v->mapped && v->map.suspended)
@@ -443,7 +548,16 @@ void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
 		vol_audit(c, v, "restore", NULL);
 		return;
 	}
-	if (v->mapped && v->map.suspended)
+	if (v->has_state && v->st.stack_plan) {
+		r = volume_stack_resume(v->hdr.uuid, v->device, secret, v->st.stack_plan);
+		if (r == 0 || r == -ENOENT) {
+			free(v->st.stack_plan);
+			v->st.stack_plan = NULL;
+			v->mapped = r == 0;
+		}
+		if (r == -ENOENT) /* closed since: open it again */
+			r = volume_activate(v->device, v->mapping, v->tok.keyslot, secret);
+	} else if (v->mapped && v->map.suspended)
 		r = volume_resume(v->map.name, v->tok.keyslot, secret);
 	else if (!v->mapped)
 		r = volume_activate(v->device, v->mapping, v->tok.keyslot, secret);

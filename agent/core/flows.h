@@ -47,16 +47,20 @@ struct core_rotation {
 
 /* rotate-master: unwrap @v's secret through the binding that opens it now, wrap it again under the
  * newest version of the master key of @kms (NULL: the same configuration), write the new token
- * next to the old one, prove it (unwrap it, it opens the keyslot), then remove the old token.  The
- * new binding is recorded (state "history", kms-usage/) before the header changes; the audit
- * record names the old and the new binding.  A revoked volume is refused; so is a token this
- * version does not understand (multi-KMS).  The caller holds the state lock. */
+ * next to the old one, prove it (unwrap it, it opens the keyslot), then remove the old token.  A
+ * multi-KMS binding (token version 2) keeps its threshold and KMSs: k of them unwrap, the secret is
+ * split afresh (k of n) and every KMS wraps its new share (or the secret, any-of) under its newest
+ * key version; @replace_old (with @kms: --replace OLD=NEW) swaps one of its KMSs for @kms, and a
+ * bare @kms is refused for it.  The new binding is recorded (state "history", kms-usage/ for every
+ * KMS) before the header changes; the audit record names the old and the new binding
+ * (core_binding_json()).  A revoked volume is refused.  The caller holds the state lock. */
 void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
-			const char *kms, struct core_rotation *out);
-/* rotate-secret: a new random secret in a new keyslot, wrapped by the same configuration, proven
- * to open, then the old keyslot and its token destroyed (the keyslot count does not grow; other
- * keyslots such as the recovery key stay).  A run killed half-way is finished or undone by the
- * next (a "kmscrypt-pending" token marks it in the header). */
+			const char *kms, const char *replace_old, struct core_rotation *out);
+/* rotate-secret: a new random secret in a new keyslot, wrapped by the same configuration(s) (k of
+ * n: split afresh, each new share wrapped by its KMS; every KMS of the binding must wrap, else
+ * nothing changes), proven to open, then the old keyslot and its token destroyed (the keyslot
+ * count does not grow; other keyslots such as the recovery key stay).  A run killed half-way is
+ * finished or undone by the next (a "kmscrypt-pending" token marks it in the header). */
 void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
 			struct core_rotation *out);
 /* bind's header change with the same marker: a killed bind leaves no keyslot behind that the next
@@ -108,3 +112,16 @@ void core_reencrypt(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
 		    const struct core_reencrypt_opts *o, struct core_reencrypt_result *res);
 /* One sentence for status/check when @v's header has a re-encryption pending, else NULL. */
 const char *core_reencrypt_pending(const struct vol *v, char *buf, size_t n);
+
+/* A running `kmscrypt reencrypt` holds the state-dir lock for its whole run; it records itself in
+ * <state-dir>/reencrypt.run ("PID STARTTIME UUID MAPPING DEVICE") so that revoke can stop it.
+ * Record after taking the lock (-errno when it cannot be written), unrecord before letting go. */
+int core_reencrypt_record(const struct core_ctx *c, const struct vol *v);
+void core_reencrypt_unrecord(const struct core_ctx *c);
+/* Before revoke takes the lock: when a recorded re-encryption runs on @uuid (or the volume named
+ * by @target, a DEVICE, MAPPING or UUID=; both NULL: any volume), send it SIGTERM (it stops after
+ * the current step, resumable), wait up to CORE_REENCRYPT_STOP_SEC for it to exit, then SIGKILL
+ * (crash-safe: reencrypt --resume finishes it).  0 when none runs or it is gone, -EBUSY (logged)
+ * when it survived SIGKILL. */
+#define CORE_REENCRYPT_STOP_SEC 10
+int core_reencrypt_preempt(const struct core_ctx *c, const char *target, const char *uuid);

@@ -45,6 +45,11 @@ struct unwrap_group {
 	pthread_t *tids;
 	struct kmscrypt_token t;    /* wraps copied from the caller's token */
 	char uuid[64];
+	/* detached (core_token_unwrap_detached()): the last request to finish calls release and
+	 * frees the group; under mu */
+	bool detached;
+	void (*release)(void *);
+	void *release_arg;
 	struct unwrap_group *next;  /* on the list of groups with threads still running */
 };
 
@@ -92,8 +97,10 @@ void core_unwrap_reap(void)
 
 static void unwrap_one(struct wrap_job *j)
 {
+	struct unwrap_group *g = j->g;
 	struct kms_error err = {};
 	struct secret *secret = NULL;
+	bool last;
 	int r;
 
 	r = kms_handle_unwrap(j->h, j->uuid, &j->view, &secret, &err);
@@ -110,8 +117,18 @@ static void unwrap_one(struct wrap_job *j)
 	j->g->finished++;
 	if (r == 0)
 		j->g->ok++;
-	pthread_cond_broadcast(&j->g->cv);
-	pthread_mutex_unlock(&j->g->mu);
+	last = g->detached && g->finished == g->n;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	if (last) {
+		/* nobody waits for this group any more: its handles and memory go with the last
+		 * answer (the threads are detached, group_free() joins none) */
+		void (*release)(void *) = g->release;
+		void *arg = g->release_arg;
+
+		group_free(g);
+		release(arg);
+	}
 }
 
 static void *unwrap_thread(void *p)
@@ -161,20 +178,24 @@ static int dup_wrap(struct kmscrypt_wrap *d, const struct kmscrypt_wrap *w)
 	return 0;
 }
 
-int core_token_unwrap(struct kms_handle *const *hs, const int *hr, const char *uuid,
-		      const struct kmscrypt_token *t, bool wait_all, struct secret **ret,
-		      struct core_wrap_answer *ans)
+static int token_unwrap(struct kms_handle *const *hs, const int *hr, const char *uuid,
+			const struct kmscrypt_token *t, bool wait_all, struct secret **ret,
+			struct core_wrap_answer *ans, void (*release)(void *), void *release_arg)
 {
 	size_t n = t->n_wraps;
 	struct unwrap_group *g;
 	bool all_done;
 	int r = 0;
 
-	if (n < 1 || n > KMSCRYPT_TOKEN_MAX_WRAPS || t->threshold < 1 || t->threshold > n)
-		return -EBADMSG;
+	if (n < 1 || n > KMSCRYPT_TOKEN_MAX_WRAPS || t->threshold < 1 || t->threshold > n) {
+		r = -EBADMSG;
+		goto early;
+	}
 	g = calloc(1, sizeof(*g));
-	if (!g)
-		return -ENOMEM;
+	if (!g) {
+		r = -ENOMEM;
+		goto early;
+	}
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
 	g->n = n;
@@ -183,14 +204,17 @@ int core_token_unwrap(struct kms_handle *const *hs, const int *hr, const char *u
 	g->t.wraps = calloc(n, sizeof(*g->t.wraps));
 	g->t.n_wraps = n;
 	if (!g->jobs || !g->tids || !g->t.wraps) {
+		g->n = 0;
 		group_free(g);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto early;
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct kmscrypt_wrap *w = &g->t.wraps[i];
 		if (dup_wrap(&g->t.wraps[i], &t->wraps[i]) < 0) {
 			group_free(g);
-			return -ENOMEM;
+			r = -ENOMEM;
+			goto early;
 		}
 		g->jobs[i] = (struct wrap_job){
 			.g = g,
@@ -268,8 +292,30 @@ int core_token_unwrap(struct kms_handle *const *hs, const int *hr, const char *u
 		}
 	}
 out:
-	if (all_done) {
+	if (!all_done && release) {
+		/* The caller goes on and will not wait: the requests still running are detached,
+		 * and the last to finish frees the group and calls release. */
+		pthread_mutex_lock(&g->mu);
+		all_done = g->finished == n;
+		if (!all_done) {
+			for (size_t i = 0; i < n; i++)
+				if (g->tids[i]) {
+					pthread_detach(g->tids[i]);
+					g->tids[i] = 0;
+				}
+			g->detached = true;
+			g->release = release;
+			g->release_arg = release_arg;
+		}
+		pthread_mutex_unlock(&g->mu);
+		if (all_done) {
+			group_free(g);
+			release(release_arg);
+		}
+	} else if (all_done) {
 		group_free(g);
+		if (release)
+			release(release_arg);
 	} else {
 		/* Enough answered: the caller goes on, the others finish in the background and
 		 * are joined by core_unwrap_reap() before their handles are closed. */
@@ -279,6 +325,24 @@ out:
 		pthread_mutex_unlock(&pending_mu);
 	}
 	return r;
+early:
+	if (release) /* no request started: nothing runs on with the handles */
+		release(release_arg);
+	return r;
+}
+
+int core_token_unwrap(struct kms_handle *const *hs, const int *hr, const char *uuid,
+		      const struct kmscrypt_token *t, bool wait_all, struct secret **ret,
+		      struct core_wrap_answer *ans)
+{
+	return token_unwrap(hs, hr, uuid, t, wait_all, ret, ans, NULL, NULL);
+}
+
+int core_token_unwrap_detached(struct kms_handle *const *hs, const int *hr, const char *uuid,
+			       const struct kmscrypt_token *t, struct secret **ret,
+			       struct core_wrap_answer *ans, void (*release)(void *), void *arg)
+{
+	return token_unwrap(hs, hr, uuid, t, false, ret, ans, release, arg);
 }
 
 void core_answers_describe(const struct kmscrypt_token *t, const struct core_wrap_answer *a,

@@ -1,14 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* The reencrypt flow (core/flows.h): a new volume key for an open volume, resumable. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/flows.h"
 #include "kmscrypt/exit.h"
 #include "util/cleanup.h"
 #include "util/clock.h"
+#include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
 #include "volume/volume.h"
@@ -280,4 +285,122 @@ out:
 	v->ms = now_ms() - t0;
 	if (v->r != -EALREADY || o->resume)
 		vol_audit(c, v, o->resume ? "reencrypt-resume" : "reencrypt", NULL);
+}
+
+/* ---- revoke stops a running re-encryption ------------------------------------------------------ */
+
+#define REENCRYPT_RUN_FILE "reencrypt.run"
+
+/* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 when the process is gone
+ * or a zombie (its state-dir lock is released by then). */
+static unsigned long long proc_start(pid_t pid)
+{
+	_cleanup_free_ char *text = NULL;
+	unsigned long long start = 0;
+	char path[64], state = 0;
+	const char *p;
+	size_t len;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (read_file_text(path, 4096, &text, &len) < 0)
+		return 0;
+	p = strrchr(text, ')');
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+				"%*d %*d %llu", &state, &start) != 2)
+		return 0;
+	return state == 'Z' || state == 'X' ? 0 : start;
+}
+
+int core_reencrypt_record(const struct core_ctx *c, const struct vol *v)
+{
+	_cleanup_free_ char *path = NULL;
+	char line[768];
+	int n;
+
+	if (asprintf(&path, "%s/" REENCRYPT_RUN_FILE, c->state_dir) < 0)
+		return -ENOMEM;
+	n = snprintf(line, sizeof(line), "%d %llu %s %s %s\n", (int)getpid(), proc_start(getpid()),
+		     v->hdr.uuid, v->mapping[0] ? v->mapping : "-", v->device);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return -ENAMETOOLONG;
+	return write_file_atomic(path, line, (size_t)n, 0600, 0);
+}
+
+void core_reencrypt_unrecord(const struct core_ctx *c)
+{
+	_cleanup_free_ char *path = NULL;
+
+	if (asprintf(&path, "%s/" REENCRYPT_RUN_FILE, c->state_dir) >= 0)
+		(void)unlink(path);
+}
+
+static bool same_blockdev(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && S_ISBLK(sa.st_mode) &&
+	       S_ISBLK(sb.st_mode) && sa.st_rdev == sb.st_rdev;
+}
+
+static bool target_matches(const char *target, const char *uuid, const char *mapping,
+			   const char *device)
+{
+	if (strncasecmp(target, "UUID=", 5) == 0)
+		return strcasecmp(target + 5, uuid) == 0;
+	if (strcasecmp(target, uuid) == 0 || strcmp(target, device) == 0)
+		return true;
+	if (strcmp(mapping, "-") != 0 &&
+	    (strcmp(target, mapping) == 0 ||
+	     (strncmp(target, "/dev/mapper/", 12) == 0 && strcmp(target + 12, mapping) == 0)))
+		return true;
+	return same_blockdev(target, device);
+}
+
+static bool wait_gone(pid_t pid, unsigned long long start, unsigned sec)
+{
+	double deadline = now_ms() + sec * 1000.0;
+
+	for (;;) {
+		if (proc_start(pid) != start)
+			return true;
+		if (now_ms() > deadline)
+			return false;
+		usleep(50 * 1000);
+	}
+}
+
+int core_reencrypt_preempt(const struct core_ctx *c, const char *target, const char *uuid)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	char r_uuid[64], r_map[160], r_dev[512];
+	unsigned long long start;
+	size_t len;
+	int pid;
+
+	if (asprintf(&path, "%s/" REENCRYPT_RUN_FILE, c->state_dir) < 0)
+		return -ENOMEM;
+	if (read_file_text(path, 4096, &text, &len) < 0)
+		return 0; /* none recorded */
+	if (sscanf(text, "%d %llu %63s %159s %511s", &pid, &start, r_uuid, r_map, r_dev) != 5 ||
+	    pid <= 1 || pid == getpid() || start == 0 || proc_start(pid) != start)
+		return 0; /* stale: that process is gone */
+	if (uuid ? strcasecmp(uuid, r_uuid) != 0
+		 : target && !target_matches(target, r_uuid, r_map, r_dev))
+		return 0;
+	log_notice("Stopping the re-encryption of '%s' (UUID %s, PID %d) to revoke it; after "
+		   "'kmscrypt restore', 'kmscrypt reencrypt --resume %s' finishes it.",
+		   r_dev, r_uuid, pid, r_dev);
+	(void)kill(pid, SIGTERM); /* stops after the current step */
+	if (wait_gone(pid, start, CORE_REENCRYPT_STOP_SEC))
+		return 0;
+	log_warning("The re-encryption of '%s' (PID %d) did not stop within %d s; killing it "
+		    "(it is crash-safe and resumable).",
+		    r_dev, pid, CORE_REENCRYPT_STOP_SEC);
+	(void)kill(pid, SIGKILL);
+	if (wait_gone(pid, start, 10))
+		return 0;
+	return log_error_errno(EBUSY,
+			       "The re-encryption of '%s' (PID %d) survived SIGKILL (blocked in the "
+			       "kernel); revoke waits for the state lock it holds.",
+			       r_dev, pid);
 }

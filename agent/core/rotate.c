@@ -110,6 +110,30 @@ static char *pending_json(const char *op, int old_keyslot, int new_keyslot)
 	return s;
 }
 
+/* A version-2 token's secret through its KMSs (k of them answer: core_token_unwrap()); -errno
+ * with each KMS's answer in @why. */
+static int unwrap_multi(const struct core_ctx *c, struct kms_set *ks, const char *uuid,
+			const struct kmscrypt_token *t, struct secret **ret, char *why, size_t n)
+{
+	struct kms_handle *hs[KMSCRYPT_TOKEN_MAX_WRAPS];
+	struct core_wrap_answer ans[KMSCRYPT_TOKEN_MAX_WRAPS];
+	int hr[KMSCRYPT_TOKEN_MAX_WRAPS];
+	char desc[600];
+	int r;
+
+	for (size_t i = 0; i < t->n_wraps; i++)
+		hs[i] = kms_set_get(c, ks, t->wraps[i].kms, &hr[i]);
+	r = core_token_unwrap(hs, hr, uuid, t, false, ret, ans);
+	if (r < 0) {
+		core_answers_describe(t, ans, desc, sizeof(desc));
+		snprintf(why, n, "%u of its %zu KMSs answered, %u needed (%s); %s",
+			 core_answers_ok(t, ans), t->n_wraps, t->threshold, desc,
+			 core_kms_transient(r) ? "retry when enough are reachable"
+					       : "too few can ever answer");
+	}
+	return r;
+}
+
 /* Unwrap @json's secret for volume @uuid and prove it opens the token's keyslot.  0, or -errno with
  * @why (one line) and *ret_err. */
 static int prove_token(const struct core_ctx *c, struct kms_set *ks, const char *device,
@@ -123,15 +147,28 @@ static int prove_token(const struct core_ctx *c, struct kms_set *ks, const char 
 	char buf[384];
 	int r;
 
-	if (token_json_version(json) > KMSCRYPT_TOKEN_VERSION) {
-		snprintf(why, n, "it is a multi-KMS binding (token version %d)",
-			 token_json_version(json));
-		return -EOPNOTSUPP;
-	}
 	r = token_parse(json, &t, buf, sizeof(buf));
 	if (r < 0) {
 		snprintf(why, n, "its token is invalid: %s", buf);
 		return r;
+	}
+	if (t.version >= KMSCRYPT_TOKEN_VERSION_MULTI) {
+		char desc[256];
+
+		r = unwrap_multi(c, ks, uuid, &t, &secret, why, n);
+		if (r < 0) {
+			token_done(&t);
+			return r;
+		}
+		core_binding_desc(&t, desc, sizeof(desc));
+		r = volume_test_secret(device, t.keyslot, secret);
+		if (r < 0) {
+			snprintf(why, n, "the secret unwrapped through %s does not open keyslot %d",
+				 desc, t.keyslot);
+			token_done(&t);
+			return r == -EPERM ? -EBADMSG : r;
+		}
+		goto proven;
 	}
 	h = kms_set_get(c, ks, t.kms, &r);
 	if (!h) {
@@ -154,6 +191,7 @@ static int prove_token(const struct core_ctx *c, struct kms_set *ks, const char 
 		token_done(&t);
 		return r == -EPERM ? -EBADMSG : r;
 	}
+proven:
 	if (ret_tok)
 		*ret_tok = t;
 	else
@@ -227,30 +265,24 @@ int core_unwrap_fallback(const struct core_ctx *c, struct kms_set *ks, struct vo
 
 /* ---- history ---------------------------------------------------------------------------------- */
 
-static json_object *binding_json(const struct kmscrypt_token *t, const char *kms,
-				 const char *provider, const char *key_id, const char *key_version,
-				 int keyslot)
-{
-	json_object *o = json_object_new_object();
-
-	if (t) {
-		kms = t->kms;
-		provider = t->provider;
-		key_id = t->key_id;
-		key_version = t->key_version;
-		keyslot = t->keyslot;
-	}
-	json_object_object_add(o, "kms", json_object_new_string(kms ?: ""));
-	json_object_object_add(o, "provider", json_object_new_string(provider ?: ""));
-	json_object_object_add(o, "key_id", json_object_new_string(key_id ?: ""));
-	json_object_object_add(o, "key_version", json_object_new_string(key_version ?: ""));
-	json_object_object_add(o, "keyslot", json_object_new_int(keyslot));
-	return o;
-}
-
 static bool same_binding(json_object *a, json_object *b)
 {
 	static const char *const keys[] = {"kms", "key_id", "key_version", "keyslot"};
+	json_object *wa = NULL, *wb = NULL;
+
+	/* a multi-KMS binding: its threshold and every wrap too */
+	(void)json_object_object_get_ex(a, "wraps", &wa);
+	(void)json_object_object_get_ex(b, "wraps", &wb);
+	if (wa && wb) {
+		json_object *ka = NULL, *kb = NULL;
+		(void)json_object_object_get_ex(a, "threshold", &ka);
+		(void)json_object_object_get_ex(b, "threshold", &kb);
+		if (json_object_get_int(ka) != json_object_get_int(kb))
+			return false;
+	}
+	if ((wa || wb) && (!wa || !wb || strcmp(json_object_to_json_string(wa),
+						json_object_to_json_string(wb)) != 0))
+		return false;
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
 		json_object *x, *y;
@@ -320,16 +352,42 @@ static int save_state_kms(const struct core_ctx *c, struct vol *v)
 	return vol_save_state(c, v);
 }
 
+/* The rotation's sides for the front end: a multi-KMS binding's configurations and key versions
+ * joined by ",". */
+static void side_of(const struct kmscrypt_token *t, char *kms, size_t kn, char *ver, size_t vn)
+{
+	size_t ko = 0, vo = 0;
+
+	if (t->version < KMSCRYPT_TOKEN_VERSION_MULTI) {
+		snprintf(kms, kn, "%s", t->kms ?: "");
+		snprintf(ver, vn, "%s", t->key_version ?: "");
+		return;
+	}
+	kms[0] = ver[0] = 0;
+	for (size_t i = 0; i < t->n_wraps; i++) {
+		if (ko < kn)
+			ko += (size_t)snprintf(kms + ko, kn - ko, "%s%s", i ? "," : "", t->wraps[i].kms);
+		if (vo < vn)
+			vo += (size_t)snprintf(ver + vo, vn - vo, "%s%s", i ? "," : "",
+					       t->wraps[i].key_version ?: "");
+	}
+}
+
 static void audit(const struct core_ctx *c, struct vol *v, const char *action, json_object *old,
 		  json_object *new)
 {
+	char kms[KMSCRYPT_TOKEN_MAX_WRAPS * 66] = "", ver[8];
+
+	/* a multi-KMS binding: every configuration, as bind's record names them */
+	if (v->has_tok)
+		side_of(&v->tok, kms, sizeof(kms), ver, sizeof(ver));
 	int r = audit_append(c->state_dir,
 			     &(struct audit_record){
 				 .action = action,
 				 .uuid = v->hdr.uuid,
 				 .mapping = v->mapping,
 				 .device = v->device,
-				 .kms = v->has_tok ? v->tok.kms : NULL,
+				 .kms = v->has_tok ? kms : NULL,
 				 .result = v->r == 0 ? (v->result ?: "ok") : v->msg,
 				 .duration_ms = v->ms,
 				 .old_binding = old ? json_object_to_json_string(old) : NULL,
@@ -457,14 +515,6 @@ static int current_binding(const struct core_ctx *c, struct kms_set *ks, struct 
 			continue;
 		r = prove_token(c, ks, v->device, v->hdr.uuid, t->l[i].json, ret_tok, ret_secret,
 				why, sizeof(why));
-		if (r == -EOPNOTSUPP) {
-			vol_fail(v, -EOPNOTSUPP,
-				 "Cannot %s '%s' (UUID %s): %s does not yet support multi-KMS "
-				 "bindings (token version %d); nothing was changed.",
-				 verb, v->device, v->hdr.uuid, verb, token_json_version(t->l[i].json));
-			v->code = KMSCRYPT_EXIT_INVALID;
-			return r;
-		}
 		if (r == 0) {
 			*ret_json = t->l[i].json;
 			return 0;
@@ -481,42 +531,6 @@ static int current_binding(const struct core_ctx *c, struct kms_set *ks, struct 
 	return first_r;
 }
 
-static int wrap_to_json(struct kms_handle *h, const char *uuid, int keyslot,
-			const struct secret *secret, char **ret_json, struct kms_wrapped *ret_w,
-			char *why, size_t n)
-{
-	struct kms_aad aad = {.uuid = uuid, .keyslot = keyslot};
-	struct kms_error err = {};
-	struct kmscrypt_token t = {};
-	char buf[384];
-	int r;
-
-	if (h->open_r < 0) {
-		err = h->open_err;
-		r = h->open_r;
-	} else {
-		r = h->cfg.provider->wrap(h->ctx, &aad, secret, ret_w, &err);
-	}
-	if (r < 0) {
-		kms_error_describe(&err, buf, sizeof(buf));
-		snprintf(why, n, "KMS '%s' (%s) could not wrap the secret: %s; %s", h->cfg.name,
-			 h->cfg.provider->name, buf, core_hint_for_error(r, &err));
-		return r;
-	}
-	t.keyslot = keyslot;
-	t.kms = h->cfg.name;
-	t.provider = (char *)h->cfg.provider->name;
-	t.key_id = ret_w->key_id;
-	t.key_version = ret_w->key_version;
-	t.alg = ret_w->alg;
-	t.blob = ret_w->blob;
-	t.blob_len = ret_w->blob_len;
-	r = token_format(&t, time(NULL), ret_json);
-	if (r < 0)
-		snprintf(why, n, "cannot format the new token: %s", strerror(-r));
-	return r;
-}
-
 static bool refuse_revoked(const struct core_ctx *c, struct vol *v, const char *verb)
 {
 	char why[sizeof(v->msg)];
@@ -530,19 +544,94 @@ static bool refuse_revoked(const struct core_ctx *c, struct vol *v, const char *
 	return true;
 }
 
+/* The KMS handles of the new binding: those of @cur's wraps, with @replace_old's configuration
+ * replaced by @kms (--replace OLD=NEW); for a version-1 binding @kms (--kms) or its own.  A
+ * multi-KMS binding refuses a bare --kms: which of its KMSs it would replace is not said, and
+ * collapsing it onto one KMS would silently give up the redundancy it was made for.  Fills v->msg
+ * on failure; nothing has changed yet. */
+static int new_binding_handles(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+			       const char *verb, const struct kmscrypt_token *cur, const char *kms,
+			       const char *replace_old, struct kms_handle **hs, size_t *ret_n)
+{
+	const char *names[KMSCRYPT_TOKEN_MAX_WRAPS];
+	bool multi = cur->version >= KMSCRYPT_TOKEN_VERSION_MULTI, found = false;
+	size_t n = multi ? cur->n_wraps : 1;
+	char desc[256];
+	int r;
+
+	core_binding_desc(cur, desc, sizeof(desc));
+	if (!multi) {
+		if (replace_old && strcmp(replace_old, cur->kms) != 0) {
+			vol_fail(v, -EINVAL,
+				 "Cannot %s '%s' (UUID %s): --replace names KMS '%s', but it is bound "
+				 "to KMS '%s'; nothing was changed.",
+				 verb, v->device, v->hdr.uuid, replace_old, cur->kms);
+			v->code = KMSCRYPT_EXIT_USAGE;
+			return -EINVAL;
+		}
+		names[0] = kms ?: cur->kms;
+	} else {
+		if (kms && !replace_old) {
+			vol_fail(v, -EINVAL,
+				 "Cannot %s '%s' (UUID %s): it is bound to %s, and --kms names one KMS; "
+				 "replace one of them with --replace OLD=%s, or rotate all without "
+				 "--kms. Nothing was changed.",
+				 verb, v->device, v->hdr.uuid, desc, kms);
+			v->code = KMSCRYPT_EXIT_USAGE;
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < n; i++) {
+			names[i] = cur->wraps[i].kms;
+			if (replace_old && strcmp(names[i], replace_old) == 0) {
+				names[i] = kms;
+				found = true;
+			} else if (replace_old && strcmp(names[i], kms) == 0) {
+				vol_fail(v, -EINVAL,
+					 "Cannot %s '%s' (UUID %s): KMS '%s' is already one of %s; "
+					 "replace with a configuration not yet bound. Nothing was "
+					 "changed.",
+					 verb, v->device, v->hdr.uuid, kms, desc);
+				v->code = KMSCRYPT_EXIT_USAGE;
+				return -EINVAL;
+			}
+		}
+		if (replace_old && !found) {
+			vol_fail(v, -EINVAL,
+				 "Cannot %s '%s' (UUID %s): --replace names KMS '%s', which is not "
+				 "one of %s; nothing was changed.",
+				 verb, v->device, v->hdr.uuid, replace_old, desc);
+			v->code = KMSCRYPT_EXIT_USAGE;
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		hs[i] = kms_set_get(c, ks, names[i], &r);
+		if (!hs[i]) {
+			vol_fail(v, r,
+				 "Cannot %s '%s' (UUID %s): KMS configuration '%s' cannot be used "
+				 "(see above); nothing was changed.",
+				 verb, v->device, v->hdr.uuid, names[i]);
+			return r;
+		}
+	}
+	*ret_n = n;
+	return 0;
+}
+
 void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
-			const char *kms, struct core_rotation *out)
+			const char *kms, const char *replace_old, struct core_rotation *out)
 {
 	_cleanup_secret_ struct secret *secret = NULL;
 	_cleanup_free_ char *new_json = NULL;
 	struct kmscrypt_token cur = {}, now = {};
-	struct kms_wrapped w = {};
-	struct toks t = {}, t2 = {};
+	struct kms_handle *hs[KMSCRYPT_TOKEN_MAX_WRAPS];
+	struct toks t = {};
 	json_object *old_b = NULL, *new_b = NULL;
 	const char *cur_json = NULL;
-	struct kms_handle *h;
-	char why[1024];
+	char why[1024], old_desc[256] = "", new_desc[256] = "";
 	double t0 = now_ms();
+	size_t nh = 0;
+	bool multi;
 	int r, new_id = -1;
 
 	*out = (struct core_rotation){.old_keyslot = -1, .new_keyslot = -1};
@@ -557,31 +646,39 @@ void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol
 	r = current_binding(c, ks, v, "rotate-master", &t, &cur, &secret, &cur_json);
 	if (r < 0)
 		goto out;
-	h = kms_set_get(c, ks, kms ?: cur.kms, &r);
-	if (!h) {
-		vol_fail(v, r,
-			 "Cannot rotate-master '%s' (UUID %s): KMS configuration '%s' cannot be used "
-			 "(see above); nothing was changed.",
-			 v->device, v->hdr.uuid, kms ?: cur.kms);
+	multi = cur.version >= KMSCRYPT_TOKEN_VERSION_MULTI;
+	r = new_binding_handles(c, ks, v, "rotate-master", &cur, kms, replace_old, hs, &nh);
+	if (r < 0)
 		goto out;
-	}
-	r = wrap_to_json(h, v->hdr.uuid, cur.keyslot, secret, &new_json, &w, why, sizeof(why));
+	/* The same secret; a multi-KMS binding's shares are split afresh (k answered, every KMS of
+	 * the new binding wraps). */
+	r = core_wrap_token(hs, nh, multi ? cur.threshold : 1, multi, v->hdr.uuid, cur.keyslot,
+			    secret, &new_json, why, sizeof(why));
 	if (r < 0) {
 		vol_fail(v, r, "Cannot rotate-master '%s' (UUID %s): %s; nothing was changed.",
 			 v->device, v->hdr.uuid, why);
 		goto out;
 	}
-	old_b = binding_json(&cur, NULL, NULL, NULL, NULL, 0);
-	new_b = binding_json(NULL, h->cfg.name, h->cfg.provider->name, w.key_id, w.key_version,
-			     cur.keyslot);
-	snprintf(out->old_kms, sizeof(out->old_kms), "%s", cur.kms);
-	snprintf(out->old_key_version, sizeof(out->old_key_version), "%s", cur.key_version);
-	snprintf(out->new_kms, sizeof(out->new_kms), "%s", h->cfg.name);
-	snprintf(out->new_key_version, sizeof(out->new_key_version), "%s", w.key_version ?: "");
+	r = token_parse(new_json, &now, NULL, 0);
+	if (r < 0) {
+		vol_fail(v, r, "Cannot rotate-master '%s' (UUID %s): the new token does not parse; "
+			 "nothing was changed.", v->device, v->hdr.uuid);
+		goto out;
+	}
+	old_b = core_binding_json(&cur);
+	new_b = core_binding_json(&now);
+	core_binding_desc(&cur, old_desc, sizeof(old_desc));
+	core_binding_desc(&now, new_desc, sizeof(new_desc));
+	side_of(&cur, out->old_kms, sizeof(out->old_kms), out->old_key_version,
+		sizeof(out->old_key_version));
+	side_of(&now, out->new_kms, sizeof(out->new_kms), out->new_key_version,
+		sizeof(out->new_key_version));
 	out->old_keyslot = out->new_keyslot = cur.keyslot;
 
 	/* Recorded before the header changes: kms delete refuses what a header may need. */
-	r = usage_record(c->state_dir, h->cfg.name, v->hdr.uuid, v->device);
+	r = 0;
+	for (size_t i = 0; i < nh && r == 0; i++)
+		r = usage_record(c->state_dir, hs[i]->cfg.name, v->hdr.uuid, v->device);
 	if (r == 0)
 		r = history_update(v, old_b, cur.created, new_b, false);
 	if (r == 0)
@@ -603,7 +700,7 @@ void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol
 	}
 	crash_point("rotate-master:token-added");
 	/* Prove the new token as it reads back from the header. */
-	r = prove_token(c, ks, v->device, v->hdr.uuid, new_json, &now, NULL, why, sizeof(why));
+	r = prove_token(c, ks, v->device, v->hdr.uuid, new_json, NULL, NULL, why, sizeof(why));
 	if (r < 0) {
 		int k = volume_token_remove(v->device, new_id, new_json);
 		vol_fail(v, r,
@@ -621,9 +718,9 @@ void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol
 		r = volume_token_remove(v->device, t.l[i].id, t.l[i].json);
 		if (r < 0 && r != -ENOENT) {
 			vol_fail(v, r,
-				 "Rotated '%s' (UUID %s) to KMS '%s', but its old token %d could not "
-				 "be removed (%s); run rotate-master again.",
-				 v->device, v->hdr.uuid, h->cfg.name, t.l[i].id, strerror(-r));
+				 "Rotated '%s' (UUID %s) to %s, but its old token %d could not be "
+				 "removed (%s); run rotate-master again.",
+				 v->device, v->hdr.uuid, new_desc, t.l[i].id, strerror(-r));
 			v->code = KMSCRYPT_EXIT_VOLUME;
 			goto out;
 		}
@@ -636,20 +733,26 @@ void core_rotate_master(const struct core_ctx *c, struct kms_set *ks, struct vol
 		r = save_state_kms(c, v);
 	if (r < 0) {
 		vol_fail(v, r,
-			 "Rotated '%s' (UUID %s) to KMS '%s', but its state record could not be "
-			 "saved (%s).",
-			 v->device, v->hdr.uuid, h->cfg.name, strerror(-r));
+			 "Rotated '%s' (UUID %s) to %s, but its state record could not be saved "
+			 "(%s).",
+			 v->device, v->hdr.uuid, new_desc, strerror(-r));
 		v->code = KMSCRYPT_EXIT_FAILURE;
 		goto out;
 	}
 	v->result = "rotated";
 	v->ms = now_ms() - t0;
-	snprintf(v->msg, sizeof(v->msg),
-		 "Rotated the master key of '%s' (UUID %s): KMS '%s'%s%s -> KMS '%s'%s%s, keyslot "
-		 "%d, proven to open (%.0f ms).",
-		 v->device, v->hdr.uuid, cur.kms, *cur.key_version ? " version " : "",
-		 cur.key_version, h->cfg.name, w.key_version && *w.key_version ? " version " : "",
-		 w.key_version ?: "", cur.keyslot, v->ms);
+	if (multi)
+		snprintf(v->msg, sizeof(v->msg),
+			 "Rotated the master keys of '%s' (UUID %s): %s -> %s, each share wrapped "
+			 "under the newest key version, keyslot %d, proven to open (%.0f ms).",
+			 v->device, v->hdr.uuid, old_desc, new_desc, cur.keyslot, v->ms);
+	else
+		snprintf(v->msg, sizeof(v->msg),
+			 "Rotated the master key of '%s' (UUID %s): KMS '%s'%s%s -> KMS '%s'%s%s, "
+			 "keyslot %d, proven to open (%.0f ms).",
+			 v->device, v->hdr.uuid, cur.kms, *cur.key_version ? " version " : "",
+			 cur.key_version, now.kms, now.key_version && *now.key_version ? " version " : "",
+			 now.key_version ?: "", cur.keyslot, v->ms);
 out:
 	if (!v->result)
 		v->result = v->r < 0 ? "error" : "rotated";
@@ -659,11 +762,9 @@ out:
 	audit(c, v, "rotate-master", old_b, new_b);
 	json_object_put(old_b);
 	json_object_put(new_b);
-	kms_wrapped_done(&w);
 	token_done(&cur);
 	token_done(&now);
 	toks_done(&t);
-	toks_done(&t2);
 }
 
 /* ---- rotate-secret ---------------------------------------------------------------------------- */
@@ -673,14 +774,15 @@ void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol
 {
 	_cleanup_secret_ struct secret *secret = NULL, *fresh = NULL;
 	_cleanup_free_ char *new_json = NULL, *p_json = NULL;
-	struct kmscrypt_token cur = {};
-	struct kms_wrapped w = {};
+	struct kmscrypt_token cur = {}, now = {};
+	struct kms_handle *hs[KMSCRYPT_TOKEN_MAX_WRAPS];
 	struct toks t = {};
 	json_object *old_b = NULL, *new_b = NULL;
 	const char *cur_json = NULL;
-	struct kms_handle *h;
-	char why[1024];
+	char why[1024], new_desc[256] = "";
 	double t0 = now_ms();
+	size_t nh = 0;
+	bool multi;
 	int r, k2 = -1, new_id = -1, p_id = -1;
 
 	*out = (struct core_rotation){.old_keyslot = -1, .new_keyslot = -1};
@@ -699,14 +801,16 @@ void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol
 		(void)vol_refresh(c, v);
 		v->result = "rotated";
 		v->ms = now_ms() - t0;
+		core_binding_desc(&v->tok, new_desc, sizeof(new_desc));
 		snprintf(v->msg, sizeof(v->msg),
-			 "Finished the interrupted rotate-secret of '%s' (UUID %s): keyslot %d, KMS "
-			 "'%s', proven to open.",
-			 v->device, v->hdr.uuid, v->tok.keyslot, v->tok.kms);
+			 "Finished the interrupted rotate-secret of '%s' (UUID %s): keyslot %d, %s, "
+			 "proven to open.",
+			 v->device, v->hdr.uuid, v->tok.keyslot, new_desc);
 		out->new_keyslot = v->tok.keyslot;
-		snprintf(out->new_kms, sizeof(out->new_kms), "%s", v->tok.kms);
-		snprintf(out->old_kms, sizeof(out->old_kms), "%s", v->tok.kms);
-		new_b = binding_json(&v->tok, NULL, NULL, NULL, NULL, 0);
+		side_of(&v->tok, out->new_kms, sizeof(out->new_kms), out->new_key_version,
+			sizeof(out->new_key_version));
+		snprintf(out->old_kms, sizeof(out->old_kms), "%s", out->new_kms);
+		new_b = core_binding_json(&v->tok);
 		if (history_update(v, NULL, NULL, new_b, true) == 0)
 			(void)save_state_kms(c, v);
 		goto out;
@@ -714,12 +818,10 @@ void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol
 	r = current_binding(c, ks, v, "rotate-secret", &t, &cur, &secret, &cur_json);
 	if (r < 0)
 		goto out;
-	h = kms_set_get(c, ks, cur.kms, &r);
-	if (!h) {
-		vol_fail(v, r, "Cannot rotate-secret '%s' (UUID %s): KMS configuration '%s' cannot "
-			 "be used; nothing was changed.", v->device, v->hdr.uuid, cur.kms);
+	multi = cur.version >= KMSCRYPT_TOKEN_VERSION_MULTI;
+	r = new_binding_handles(c, ks, v, "rotate-secret", &cur, NULL, NULL, hs, &nh);
+	if (r < 0)
 		goto out;
-	}
 	r = volume_free_keyslot(v->device, &k2);
 	if (r < 0) {
 		vol_fail(v, r, "Cannot rotate-secret '%s' (UUID %s): no free keyslot; nothing was "
@@ -729,16 +831,25 @@ void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol
 	r = secret_random(KMSCRYPT_SECRET_BYTES, &fresh);
 	if (r < 0)
 		goto fail_nothing;
-	r = wrap_to_json(h, v->hdr.uuid, k2, fresh, &new_json, &w, why, sizeof(why));
+	/* every KMS of the binding wraps the new secret (or its new share) before the header
+	 * changes: one that cannot leaves everything as it was */
+	r = core_wrap_token(hs, nh, multi ? cur.threshold : 1, multi, v->hdr.uuid, k2, fresh,
+			    &new_json, why, sizeof(why));
 	if (r < 0) {
 		vol_fail(v, r, "Cannot rotate-secret '%s' (UUID %s): %s; nothing was changed.",
 			 v->device, v->hdr.uuid, why);
 		goto out;
 	}
-	old_b = binding_json(&cur, NULL, NULL, NULL, NULL, 0);
-	new_b = binding_json(NULL, h->cfg.name, h->cfg.provider->name, w.key_id, w.key_version, k2);
-	snprintf(out->old_kms, sizeof(out->old_kms), "%s", cur.kms);
-	snprintf(out->new_kms, sizeof(out->new_kms), "%s", h->cfg.name);
+	r = token_parse(new_json, &now, NULL, 0);
+	if (r < 0)
+		goto fail_nothing;
+	old_b = core_binding_json(&cur);
+	new_b = core_binding_json(&now);
+	core_binding_desc(&now, new_desc, sizeof(new_desc));
+	side_of(&cur, out->old_kms, sizeof(out->old_kms), out->old_key_version,
+		sizeof(out->old_key_version));
+	side_of(&now, out->new_kms, sizeof(out->new_kms), out->new_key_version,
+		sizeof(out->new_key_version));
 	out->old_keyslot = cur.keyslot;
 	out->new_keyslot = k2;
 	r = history_update(v, old_b, cur.created, new_b, false);
@@ -800,9 +911,10 @@ void core_rotate_secret(const struct core_ctx *c, struct kms_set *ks, struct vol
 	v->result = "rotated";
 	v->ms = now_ms() - t0;
 	snprintf(v->msg, sizeof(v->msg),
-		 "Rotated the secret of '%s' (UUID %s): new secret in keyslot %d through KMS '%s', "
+		 "Rotated the secret of '%s' (UUID %s): new secret in keyslot %d through %s%s, "
 		 "proven to open; keyslot %d destroyed (%.0f ms).",
-		 v->device, v->hdr.uuid, k2, h->cfg.name, cur.keyslot, v->ms);
+		 v->device, v->hdr.uuid, k2, new_desc, multi && cur.threshold > 1 ? ", split afresh" : "",
+		 cur.keyslot, v->ms);
 	goto out;
 
 undo:
@@ -825,8 +937,8 @@ out:
 	audit(c, v, "rotate-secret", old_b, new_b);
 	json_object_put(old_b);
 	json_object_put(new_b);
-	kms_wrapped_done(&w);
 	token_done(&cur);
+	token_done(&now);
 	toks_done(&t);
 }
 

@@ -33,9 +33,38 @@ void vol_list_free(struct vol **l)
 	free(l);
 }
 
-static void vol_fill_runtime(const struct core_ctx *c, struct vol *v)
+/* "0fd1...-..." and "0FD1..." name the same UUID (as volume_mapping_find() compares) */
+static bool uuid_same(const char *a, const char *b)
 {
-	v->mapped = volume_mapping_find(v->hdr.uuid, &v->map) == 0;
+	for (;;) {
+		while (*a == '-')
+			a++;
+		while (*b == '-')
+			b++;
+		if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+			return false;
+		if (!*a)
+			return true;
+		a++, b++;
+	}
+}
+
+/* @maps: every mapping, listed once by the caller (vol_list(): one DM_DEVICE_LIST per run, not
+ * one per volume); NULL: ask device-mapper. */
+static void vol_fill_runtime(const struct core_ctx *c, struct vol *v, struct volume_mapping **maps)
+{
+	v->mapped = false;
+	if (!maps) {
+		v->mapped = volume_mapping_find(v->hdr.uuid, &v->map) == 0;
+	} else {
+		for (size_t i = 0; maps[i] && !v->mapped; i++)
+			if (uuid_same(maps[i]->uuid, v->hdr.uuid)) {
+				v->map = *maps[i];
+				v->mapped = true;
+			}
+	}
+	/* Only a volume without a crypt mapping can be held by a re-encryption stack alone. */
+	v->stacked = !v->mapped && volume_stack_present(v->hdr.uuid) > 0;
 	v->state_r = state_load(c->state_dir, v->hdr.uuid, &v->st);
 	v->has_state = v->state_r == 0;
 	if (v->mapped)
@@ -46,7 +75,8 @@ static void vol_fill_runtime(const struct core_ctx *c, struct vol *v)
 		core_default_mapping(v->hdr.label, v->hdr.uuid, v->mapping, sizeof(v->mapping));
 }
 
-int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log)
+static int vol_from_device_maps(const struct core_ctx *c, const char *device, struct vol *v,
+				bool log, struct volume_mapping **maps)
 {
 	int r;
 
@@ -61,8 +91,13 @@ int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v,
 	if (r < 0)
 		return r;
 	v->has_tok = true;
-	vol_fill_runtime(c, v);
+	vol_fill_runtime(c, v, maps);
 	return 0;
+}
+
+int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log)
+{
+	return vol_from_device_maps(c, device, v, log, NULL);
 }
 
 static int looks_like_uuid(const char *s)
@@ -228,13 +263,17 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 
 	if (!l)
 		return -ENOMEM;
+	/* The live mappings, once: every volume below looks its own up in this list. */
+	if (volume_mapping_list(&maps) < 0)
+		maps = NULL;
 	/* Block devices carrying a kmscrypt token. */
 	r = volume_scan(&devs);
 	if (r < 0)
 		log_debug("Scanning block devices failed: %s", strerror(-r));
 	for (size_t i = 0; devs && devs[i]; i++) {
 		struct vol v;
-		if (vol_from_device(c, devs[i], &v, false) == 0 && !list_has(l, n, v.hdr.uuid)) {
+		if (vol_from_device_maps(c, devs[i], &v, false, maps) == 0 &&
+		    !list_has(l, n, v.hdr.uuid)) {
 			if (list_add(&l, &n, &v) < 0)
 				vol_done(&v);
 		} else {
@@ -243,12 +282,12 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 	}
 	strv_free(devs);
 	/* Live mappings whose backing device is a kmscrypt volume (e.g. image files). */
-	if (volume_mapping_list(&maps) == 0) {
+	if (maps) {
 		for (size_t i = 0; maps[i]; i++) {
 			struct vol v;
 			if (!maps[i]->device[0] || list_has(l, n, maps[i]->uuid))
 				continue;
-			if (vol_from_device(c, maps[i]->device, &v, false) == 0 &&
+			if (vol_from_device_maps(c, maps[i]->device, &v, false, maps) == 0 &&
 			    !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
@@ -256,7 +295,6 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 				vol_done(&v);
 			}
 		}
-		volume_mapping_list_free(maps);
 	}
 	/* Volumes from saved state (image files, devices not scanned). */
 	if (state_list(c->state_dir, &states) == 0) {
@@ -272,7 +310,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 					  states[i]->device, states[i]->uuid);
 				continue;
 			}
-			if (vol_from_device(c, states[i]->device, &v, false) == 0 &&
+			if (vol_from_device_maps(c, states[i]->device, &v, false, maps) == 0 &&
 			    strcmp(v.hdr.uuid, states[i]->uuid) == 0 && !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
@@ -282,6 +320,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 		}
 		state_list_free(states);
 	}
+	volume_mapping_list_free(maps);
 	*ret = l;
 	return 0;
 }
@@ -303,7 +342,7 @@ int vol_refresh(const struct core_ctx *c, struct vol *v)
 	if (r < 0)
 		return r;
 	v->has_tok = true;
-	vol_fill_runtime(c, v);
+	vol_fill_runtime(c, v, NULL);
 	snprintf(v->mapping, sizeof(v->mapping), "%s", v->mapped ? v->map.name : mapping);
 	return 0;
 }

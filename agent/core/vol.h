@@ -15,6 +15,9 @@ struct vol {
 	bool has_tok;
 	struct volume_mapping map;
 	bool mapped;
+	/* no plain crypt mapping, but the dm stack of a running or killed re-encryption holds the
+	 * volume's keys (its top device is linear then): revoke must still find it */
+	bool stacked;
 	struct volume_state st;
 	bool has_state;
 	int state_r; /* state_load() result: -EBADMSG means the state file is corrupt */

@@ -22,6 +22,13 @@
 
 #define KMS_REMOTE_DEFAULT_MARGIN_S 60
 #define KMS_REMOTE_ATTEMPT_MAX_MS 15000u
+/* Attempts of one request: 3 (libmongocrypt's policy) for a network failure or a 5xx, so that a
+ * KMS that is down fails fast; up to 10 while the KMS throttles (HTTP 429, AWS
+ * ThrottlingException), the answer of a healthy KMS to a fleet booting at once, where 3 tries
+ * within 0.6 s would give up long before the quota has room.  Waits: full jitter
+ * (kms_backoff_ms()), at least Retry-After; the run's deadline (--timeout, 30 s) bounds it all. */
+#define KMS_REMOTE_ATTEMPTS 3u
+#define KMS_REMOTE_THROTTLED_ATTEMPTS 10u
 
 uint64_t kms_mono_ms(void)
 {
@@ -56,7 +63,9 @@ int kms_remote_init(struct kms_remote *r, const struct kms_remote_ops *ops, void
 	const char *ca_file = kms_config_get(cfg, "CaFile");
 	struct http_client_options o = {
 	    .ca_file = ca_file,
-	    .max_connections = 1, /* one TLS session per endpoint, shared by every volume */
+	    /* the volumes' requests overlap: HTTP/2 streams on one connection where the server
+	     * offers h2, else up to this many HTTP/1.1 connections resuming one TLS session */
+	    .max_connections = KMS_REMOTE_MAX_CONNECTIONS,
 	    .observer = rt ? rt->http_observer : NULL,
 	    .observer_data = rt ? rt->http_observer_data : NULL,
 	};
@@ -156,7 +165,11 @@ static int send_policy(struct kms_remote *r, const struct http_request *req,
 int kms_remote_send(struct kms_remote *r, const struct http_request *req, struct http_response *ret,
 		    struct kms_error *err)
 {
-	struct http_retry policy = {.deadline_ms = r->deadline_ms};
+	struct http_retry policy = {
+	    .max_attempts = KMS_REMOTE_ATTEMPTS,
+	    .deadline_ms = r->deadline_ms,
+	    .max_attempts_throttled = KMS_REMOTE_THROTTLED_ATTEMPTS,
+	};
 
 	return send_policy(r, req, &policy, NULL, NULL, ret, err);
 }
@@ -164,7 +177,11 @@ int kms_remote_send(struct kms_remote *r, const struct http_request *req, struct
 int kms_remote_send_named(struct kms_remote *r, const struct http_request *req, const char *code,
 			  const char *prefix, struct http_response *ret, struct kms_error *err)
 {
-	struct http_retry policy = {.deadline_ms = r->deadline_ms};
+	struct http_retry policy = {
+	    .max_attempts = KMS_REMOTE_ATTEMPTS,
+	    .deadline_ms = r->deadline_ms,
+	    .max_attempts_throttled = KMS_REMOTE_THROTTLED_ATTEMPTS,
+	};
 
 	return send_policy(r, req, &policy, code, prefix, ret, err);
 }
@@ -259,9 +276,11 @@ int kms_remote_call(struct kms_remote *r, kms_remote_build_fn build, const void 
 		    struct http_response *ret, struct kms_error *err)
 {
 	struct http_retry policy = {
+	    .max_attempts = KMS_REMOTE_ATTEMPTS,
 	    .deadline_ms = r->deadline_ms,
 	    .transient = r->ops->transient,
 	    .userdata = r->pctx,
+	    .max_attempts_throttled = KMS_REMOTE_THROTTLED_ATTEMPTS,
 	};
 
 	for (unsigned attempt = 0;; attempt++) {

@@ -5,13 +5,15 @@
  * that embeds a struct kms_remote and supplies struct kms_remote_ops.  The piece owns:
  *
  *   - client setup: one struct http_client per configuration context (CaFile= of the configuration,
- *     per-attempt timeout min(deadline, 15 s), ONE connection, shared by every volume of a run);
+ *     per-attempt timeout min(deadline, 15 s), shared by every volume of a run; concurrent
+ *     requests overlap: HTTP/2 streams on one TLS connection where the server offers h2, else at
+ *     most KMS_REMOTE_MAX_CONNECTIONS HTTP/1.1 connections per endpoint resuming one TLS session);
  *   - the credential cache: a bearer token (or the provider's own credentials) fetched on first
  *     use, renewed margin_s before it expires (at most a quarter of a short lifetime early), and
  *     fetched again once when the KMS refuses it (expired or revoked), guarded by one mutex that is
  *     held only to log in and to authorize a request;
  *   - the retry loop: http_send_retry() with the provider's transient() (Retry-After honoured) and
- *     the run's overall deadline;
+ *     the run's overall deadline: 3 attempts, up to 10 while the KMS throttles (remote.c);
  *   - fail fast: once an endpoint could not be reached within the deadline, the other volumes of
  *     this run get that answer at once (KMS_DOWN_MS);
  *   - reply-to-error classification shared by the codecs: kms_http_classify() (codec/http_msg.h).
@@ -27,6 +29,7 @@
 #include "kms/provider.h"
 
 #define KMS_DOWN_MS 20000
+#define KMS_REMOTE_MAX_CONNECTIONS 4
 #define KMS_REMOTE_DEFAULT_DEADLINE_MS 30000
 
 struct http_client;
@@ -59,7 +62,8 @@ struct kms_remote_ops {
 	 * call logs in again once and repeats the request.  NULL: status 401.  Only used with login. */
 	bool (*refused)(const struct http_response *resp, void *pctx);
 	/* Is this reply worth another attempt?  NULL: http_status_transient(status).  AWS adds
-	 * ThrottlingException (HTTP 400).  @userdata is @pctx. */
+	 * ThrottlingException (HTTP 400), for which it returns HTTP_RETRY_THROTTLED (transport/http.h):
+	 * a rate limit gets more attempts than a failure (HTTP 429 always does).  @userdata is @pctx. */
 	int (*transient)(const struct http_response *resp, void *userdata);
 	unsigned margin_s; /* renew this long before expiry (0: 60) */
 };

@@ -28,6 +28,7 @@
  * through crypt_log() (cryptsetup prints it, systemd-cryptsetup sends it to the journal), no state
  * kept between calls, the secret stays in a struct secret until it is handed to libcryptsetup.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -247,27 +248,64 @@ static void plugin_audit(struct crypt_device *cd, const char *state_dir, const c
 		     state_dir, strerror(-r));
 }
 
-/* A version-2 token: every KMS of the binding asked at once (core_token_unwrap()); a configuration
- * that cannot be loaded is one KMS that does not answer.  @desc gets each KMS's answer. */
+/* The handles of one multi-KMS unwrap, on the heap: the KMSs that had not answered when k had keep
+ * using them after cryptsetup_token_open() returned (core_token_unwrap_detached()). */
+struct plugin_kms {
+	struct kms_runtime rt;
+	size_t n;
+	struct kms_handle h[KMSCRYPT_TOKEN_MAX_WRAPS];
+};
+
+static void plugin_kms_release(void *p)
+{
+	struct plugin_kms *k = p;
+
+	for (size_t i = 0; i < k->n; i++)
+		kms_handle_done(&k->h[i]);
+	free(k);
+}
+
+/* Requests left running after we returned execute this object's code: it must stay mapped even if
+ * libcryptsetup dlclose()s the plugin (it does so only at exit today).  Pin it once. */
+static void plugin_pin(void)
+{
+	Dl_info info;
+
+	if (dladdr((void *)plugin_pin, &info) && info.dli_fname)
+		(void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+/* A version-2 token: every KMS of the binding asked at once; the secret is handed on as soon as k
+ * answered, without waiting for the others (a KMS that hangs does not hold up the boot; its request
+ * finishes, or times out, on its own thread).  A configuration that cannot be loaded is one KMS
+ * that does not answer.  @desc gets each KMS's answer. */
 static int plugin_unwrap_multi(struct crypt_device *cd, const char *config_dir,
 			       const struct kms_runtime *rt, const char *uuid,
 			       const struct kmscrypt_token *t, struct secret **ret, char *desc,
 			       size_t desc_len)
 {
-	struct kms_handle h[KMSCRYPT_TOKEN_MAX_WRAPS] = {}, *hp[KMSCRYPT_TOKEN_MAX_WRAPS];
+	struct kms_handle *hp[KMSCRYPT_TOKEN_MAX_WRAPS];
 	struct core_wrap_answer ans[KMSCRYPT_TOKEN_MAX_WRAPS];
 	int hr[KMSCRYPT_TOKEN_MAX_WRAPS];
+	struct plugin_kms *k;
 	int r;
 
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->rt = *rt;
+	k->n = t->n_wraps;
 	for (size_t i = 0; i < t->n_wraps; i++) {
-		hr[i] = plugin_kms_open(cd, config_dir, t->wraps[i].kms, rt, &h[i]);
+		hr[i] = plugin_kms_open(cd, config_dir, t->wraps[i].kms, &k->rt, &k->h[i]);
 		if (hr[i] == -ENOMEM) {
-			r = -ENOMEM;
-			goto out;
+			plugin_kms_release(k);
+			return -ENOMEM;
 		}
-		hp[i] = hr[i] < 0 ? NULL : &h[i];
+		hp[i] = hr[i] < 0 ? NULL : &k->h[i];
 	}
-	r = core_token_unwrap(hp, hr, uuid, t, false, ret, ans);
+	plugin_pin();
+	/* k (and the handles) belong to the requests from here on */
+	r = core_token_unwrap_detached(hp, hr, uuid, t, ret, ans, plugin_kms_release, k);
 	core_answers_describe(t, ans, desc, desc_len);
 	if (r < 0)
 		plog(cd, CRYPT_LOG_ERROR,
@@ -277,10 +315,6 @@ static int plugin_unwrap_multi(struct crypt_device *cd, const char *config_dir,
 					   : "too few can ever answer: use the recovery key");
 	else
 		plog(cd, CRYPT_LOG_DEBUG, "kmscrypt: volume %s: %s.", uuid, desc);
-out:
-	core_unwrap_reap(); /* the KMSs still answering use these handles */
-	for (size_t i = 0; i < t->n_wraps; i++)
-		kms_handle_done(&h[i]);
 	return r;
 }
 

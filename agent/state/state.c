@@ -30,6 +30,7 @@ void volume_state_done(struct volume_state *s)
 	free(s->revoke_reason);
 	free(s->watch_verdict);
 	free(s->history);
+	free(s->stack_plan);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -86,7 +87,8 @@ static int state_parse(const char *text, struct volume_state *ret)
 	    (r = dupopt(jstr(o, "mapping"), &s.mapping)) < 0 ||
 	    (r = dupopt(jstr(o, "kms"), &s.kms)) < 0 ||
 	    (r = dupopt(jstr(o, "revoke_reason"), &s.revoke_reason)) < 0 ||
-	    (r = dupopt(jstr(o, "watch_verdict"), &s.watch_verdict)) < 0)
+	    (r = dupopt(jstr(o, "watch_verdict"), &s.watch_verdict)) < 0 ||
+	    (r = dupopt(jstr(o, "revoked_stack_plan"), &s.stack_plan)) < 0)
 		goto out;
 	s.revoked_by_watcher = json_object_object_get_ex(o, "revoked_by_watcher", &v) &&
 			       json_object_get_boolean(v);
@@ -171,6 +173,7 @@ int state_save(const char *dir, const struct volume_state *s)
 	add_opt(o, "kms", s->kms);
 	json_object_object_add(o, "revoked", json_object_new_boolean(s->revoked));
 	add_opt(o, "revoke_reason", s->revoke_reason);
+	add_opt(o, "revoked_stack_plan", s->stack_plan);
 	add_time(o, "last_unlock", s->last_unlock);
 	add_time(o, "last_lock", s->last_lock);
 	add_time(o, "last_revoke", s->last_revoke);

@@ -32,6 +32,10 @@ struct volume_state {
 	 * of an array of {"kms", "provider", "key_id", "key_version", "keyslot", "since", "until"}
 	 * ("until" absent: current); NULL when never recorded.  Kept as it is by every save. */
 	char *history;
+	/* What restore needs after a revoke of a re-encryption dm stack (volume_stack_suspend_wipe()
+	 * plan: devices suspended, the logon key each crypt target named; no secret); NULL when
+	 * none. */
+	char *stack_plan;
 };
 void volume_state_done(struct volume_state *s);
 

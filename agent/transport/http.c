@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libcurl behind one file.  See http.h for the design (handle pool + CURLSH for DNS and TLS sessions).
+ * libcurl behind one file.  See http.h for the design (one multi handle driven by a worker thread:
+ * HTTP/2 multiplexing or a bounded HTTP/1.1 pool; CURLSH for DNS and TLS sessions).
  * Never CURLOPT_VERBOSE, never CURLOPT_SSL_VERIFYPEER=0, never a debug callback: bodies and headers
  * carry key material and tokens.
  */
@@ -8,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/ssl.h>
@@ -28,14 +31,27 @@
 
 #define HTTP_BODY_INITIAL (16u * 1024u)
 
+/* One request handed to the worker thread: the caller set up @h and waits for @done. */
+struct job {
+	CURL *h;
+	CURLcode rc;
+	bool done;
+	struct job *next;
+};
+
 struct http_client {
 	CURLSH *share;
 	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
+	CURLM *multi; /* its connection cache holds every connection; used by the worker only */
 
 	pthread_mutex_t pool_lock; /* guards everything below */
-	pthread_cond_t pool_cond;
-	CURL **idle;
-	size_t n_idle, n_total;
+	pthread_cond_t pool_cond;  /* a job is done */
+	struct job *pending, **pending_tail;
+	bool worker_started, stopping;
+	pthread_t worker;
+	/* the process the worker runs in, 0 before it starts (atomic: read without the lock,
+	 * which a forked child may have inherited held) */
+	pid_t worker_pid;
 	struct http_stats stats;
 
 	char *ca_file, *user_agent;
@@ -99,14 +115,23 @@ int http_client_new(const struct http_client_options *o, struct http_client **re
 	c->observer_data = o->observer_data;
 	c->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
 	c->user_agent = strdup(o->user_agent ?: "kmscrypt/" KMSCRYPT_VERSION);
-	c->idle = calloc(c->max_connections, sizeof(*c->idle));
+	c->pending_tail = &c->pending;
 	c->share = curl_share_init();
-	if ((o->ca_file && !c->ca_file) || !c->user_agent || !c->idle || !c->share ||
+	c->multi = curl_multi_init();
+	if ((o->ca_file && !c->ca_file) || !c->user_agent || !c->share || !c->multi ||
 	    curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
-	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+	    /* HTTP/2 where the server's ALPN offers it: every request to an endpoint on one
+	     * connection; else at most max_connections HTTP/1.1 connections per endpoint, further
+	     * requests queue inside libcurl for the next free one */
+	    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) != CURLM_OK ||
+	    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)c->max_connections) !=
+		CURLM_OK ||
+	    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
+			      (long)MAX(8u, 2 * c->max_connections)) != CURLM_OK) {
 		http_client_free(c);
 		return -ENOMEM;
 	}
@@ -116,12 +141,29 @@ int http_client_new(const struct http_client_options *o, struct http_client **re
 
 struct http_client *http_client_free(struct http_client *c)
 {
+	bool started;
+	pid_t worker;
+
 	if (!c)
 		return NULL;
-	/* every handle must be back in the pool: the caller joined its threads */
-	for (size_t i = 0; i < c->n_idle; i++)
-		curl_easy_cleanup(c->idle[i]);
-	free(c->idle);
+	/* no request is in flight: the caller joined its threads */
+	worker = __atomic_load_n(&c->worker_pid, __ATOMIC_ACQUIRE);
+	if (worker != 0 && worker != getpid()) {
+		/* a forked child: the connections are the parent's (closing them here would send
+		 * close_notify on its sockets), the worker is not in this process and its locks may
+		 * have been copied held: leave it all (the child exits soon) */
+		return NULL;
+	}
+	pthread_mutex_lock(&c->pool_lock);
+	c->stopping = true;
+	started = c->worker_started;
+	pthread_mutex_unlock(&c->pool_lock);
+	if (started) {
+		curl_multi_wakeup(c->multi);
+		pthread_join(c->worker, NULL);
+	}
+	if (c->multi)
+		curl_multi_cleanup(c->multi); /* closes the cached connections */
 	if (c->share)
 		curl_share_cleanup(c->share);
 	for (size_t i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -146,33 +188,115 @@ void http_client_get_stats(struct http_client *c, struct http_stats *ret)
 	pthread_mutex_unlock(&c->pool_lock);
 }
 
-/* Take an idle handle (the most recently used: its connection is the warmest) or make one. */
-static CURL *handle_get(struct http_client *c)
+/* The worker: the one thread that drives the multi handle, so that concurrent requests share its
+ * connections (libcurl multiplexes HTTP/2 streams only within one multi handle, and a multi handle
+ * is used by one thread at a time).  Callers set up an easy handle, queue it and wait; every
+ * libcurl callback (headers, body, TLS context) runs here. */
+static void *worker_main(void *p)
 {
-	CURL *h = NULL;
+	struct http_client *c = p;
 
-	pthread_mutex_lock(&c->pool_lock);
-	while (c->n_idle == 0 && c->n_total >= c->max_connections)
-		pthread_cond_wait(&c->pool_cond, &c->pool_lock);
-	if (c->n_idle > 0)
-		h = c->idle[--c->n_idle];
-	else {
-		h = curl_easy_init();
-		if (h)
-			c->n_total++;
+	for (;;) {
+		struct job *add, *j;
+		CURLMsg *msg;
+		bool stop;
+		int left, running;
+
+		pthread_mutex_lock(&c->pool_lock);
+		add = c->pending;
+		c->pending = NULL;
+		c->pending_tail = &c->pending;
+		stop = c->stopping;
+		pthread_mutex_unlock(&c->pool_lock);
+		if (stop)
+			break; /* http_client_free(): nothing is in flight */
+		for (j = add; j;) {
+			struct job *next = j->next;
+			CURLMcode mc = curl_multi_add_handle(c->multi, j->h);
+
+			if (mc != CURLM_OK) {
+				pthread_mutex_lock(&c->pool_lock);
+				j->rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY
+								  : CURLE_FAILED_INIT;
+				j->done = true;
+				pthread_cond_broadcast(&c->pool_cond);
+				pthread_mutex_unlock(&c->pool_lock);
+			}
+			j = next;
+		}
+		(void)curl_multi_perform(c->multi, &running);
+		while ((msg = curl_multi_info_read(c->multi, &left))) {
+			CURL *h = msg->easy_handle;
+			CURLcode rc = msg->data.result;
+			char *priv = NULL;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			(void)curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
+			curl_multi_remove_handle(c->multi, h);
+			j = (struct job *)(void *)priv;
+			pthread_mutex_lock(&c->pool_lock);
+			j->rc = rc;
+			j->done = true;
+			pthread_cond_broadcast(&c->pool_cond);
+			pthread_mutex_unlock(&c->pool_lock);
+		}
+		/* sleeps until a socket is ready, libcurl's next timeout, or curl_multi_wakeup() */
+		(void)curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
 	}
-	pthread_mutex_unlock(&c->pool_lock);
-	return h;
+	return NULL;
 }
 
-static void handle_put(struct http_client *c, CURL *h, long connects)
+/* Run the transfer set up on @h through the worker (started on first use, with every signal
+ * blocked: signals stay with the caller's threads) and wait for it. */
+static CURLcode perform(struct http_client *c, CURL *h)
+{
+	struct job j = { .h = h };
+	pid_t worker = __atomic_load_n(&c->worker_pid, __ATOMIC_ACQUIRE);
+	int k = 0;
+
+	if (curl_easy_setopt(h, CURLOPT_PRIVATE, (void *)&j) != CURLE_OK)
+		return CURLE_FAILED_INIT;
+	if (worker != 0 && worker != getpid()) {
+		/* a child forked after the parent's first request: no worker here, and the cached
+		 * connections (and the share's locks) are the parent's.  A connection of its own.
+		 */
+		(void)curl_easy_setopt(h, CURLOPT_SHARE, NULL);
+		return curl_easy_perform(h);
+	}
+	pthread_mutex_lock(&c->pool_lock);
+	if (!c->worker_started) {
+		sigset_t all, old;
+
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		k = pthread_create(&c->worker, NULL, worker_main, c);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		c->worker_started = k == 0;
+		if (k == 0)
+			__atomic_store_n(&c->worker_pid, getpid(), __ATOMIC_RELEASE);
+	}
+	if (k != 0) {
+		pthread_mutex_unlock(&c->pool_lock);
+		return CURLE_OUT_OF_MEMORY;
+	}
+	*c->pending_tail = &j;
+	c->pending_tail = &j.next;
+	pthread_mutex_unlock(&c->pool_lock);
+	curl_multi_wakeup(c->multi);
+	pthread_mutex_lock(&c->pool_lock);
+	while (!j.done)
+		pthread_cond_wait(&c->pool_cond, &c->pool_lock);
+	pthread_mutex_unlock(&c->pool_lock);
+	return j.rc;
+}
+
+static void stats_add(struct http_client *c, long connects)
 {
 	pthread_mutex_lock(&c->pool_lock);
 	c->stats.requests++;
 	if (connects > 0)
 		c->stats.connects += (uint64_t)connects;
-	c->idle[c->n_idle++] = h;
-	pthread_cond_signal(&c->pool_cond);
 	pthread_mutex_unlock(&c->pool_lock);
 }
 
@@ -424,6 +548,11 @@ static int setup(struct http_client *c, CURL *h, const struct http_request *req,
 
 	SET(CURLOPT_SHARE, c->share);
 	SET(CURLOPT_URL, url);
+	/* HTTP/2 when ALPN agrees (https only), else HTTP/1.1; PIPEWAIT: while the first connection
+	 * to an endpoint is being set up, wait to learn whether it multiplexes instead of opening
+	 * one connection per concurrent request */
+	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	SET(CURLOPT_PIPEWAIT, 1L);
 	/* https only; plain http for link-local metadata requests, which never go through a proxy */
 	SET(CURLOPT_PROTOCOLS_STR, metadata && strcmp(req->scheme, "http") == 0 ? "http" : "https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
@@ -554,30 +683,25 @@ static int send_attempt(struct http_client *c, const struct http_request *req,
 	if (r < 0)
 		return kms_error_fill(err, r, 0, "", NULL, "invalid header in request to '%s'", req->host);
 
-	h = handle_get(c);
+	h = curl_easy_init(); /* per attempt: the connections live in the worker's multi handle */
 	if (!h) {
 		slist_free_wiped(headers);
 		return -ENOMEM;
 	}
-	curl_easy_reset(h); /* keeps the handle's live connections, DNS and TLS session caches */
 	snprintf(a->url, sizeof(a->url), "%s://%s%s", req->scheme, req->host, req->path);
 	r = setup(c, h, req, url, headers, &t, errbuf);
 	if (r < 0) {
-		curl_easy_reset(h);
-		handle_put(c, h, 0);
+		curl_easy_cleanup(h);
 		slist_free_wiped(headers);
 		return kms_error_fill(err, r, 0, "", NULL, "could not set up the request to '%s'", req->host);
 	}
 	start = now_ms();
-	rc = curl_easy_perform(h);
+	rc = perform(c, h);
 	a->latency_ms = (unsigned)MIN(now_ms() - start, (uint64_t)UINT_MAX);
 	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	(void)curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
-	/* drop pointers into this call's stack and the request before the handle goes back */
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
-	handle_put(c, h, connects);
+	curl_easy_cleanup(h);
+	stats_add(c, connects);
 	slist_free_wiped(headers);
 
 	a->reused = rc == CURLE_OK && connects == 0;
@@ -649,6 +773,8 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 		struct http_response resp = {};
 		struct attempt a = {};
 		unsigned wait = 0, remaining = 0;
+		bool throttled;
+		int t = 0;
 
 		if (deadline) {
 			uint64_t now = now_ms();
@@ -661,7 +787,9 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 				one.timeout_ms = c->request_timeout_ms;
 		}
 		r = send_attempt(c, &one, &resp, err, &a);
-		if (r == 0 && !transient(&resp, p->userdata)) {
+		if (r == 0)
+			t = transient(&resp, p->userdata);
+		if (r == 0 && !t) {
 			attempt_report(c, req, &a, err, attempt, -1);
 			http_response_done(&last);
 			*ret = resp;
@@ -674,7 +802,9 @@ int http_send_retry(struct http_client *c, const struct http_request *req, const
 		}
 		http_response_done(&last);
 		last = resp; /* zeroed when r < 0 */
-		if (attempt >= max) {
+		/* a rate limit may have more attempts than a failure (policy->max_attempts_throttled) */
+		throttled = r == 0 && (t == HTTP_RETRY_THROTTLED || last.status == 429);
+		if (attempt >= (throttled ? MAX(max, p->max_attempts_throttled) : max)) {
 			attempt_report(c, req, &a, err, attempt, -1);
 			break;
 		}

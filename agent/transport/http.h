@@ -4,12 +4,17 @@
  *
  * One struct http_client per command run, shared by every provider and volume, safe to use from
  * several threads at once.  Design:
- *   - a pool of curl easy handles (at most max_connections); each handle keeps its own connection
- *     cache, so sequential requests to an endpoint (from any thread) reuse one TLS connection, and
- *     concurrent requests take different handles (HTTP/1.1 cannot multiplex anyway);
+ *   - one curl multi handle per client, driven by one worker thread (started on the first request,
+ *     all signals blocked, joined by http_client_free()): libcurl multiplexes HTTP/2 streams only
+ *     within one multi handle, which one thread at a time may use.  A caller sets up an easy handle
+ *     for its attempt, queues it and waits; the worker runs every transfer and every callback.
+ *     So concurrent requests overlap instead of queueing: where the server's ALPN offers h2 they
+ *     are streams on ONE TLS connection per endpoint (CURLOPT_PIPEWAIT: the first connection is
+ *     awaited to learn whether it multiplexes); otherwise at most max_connections HTTP/1.1
+ *     connections per endpoint, further requests waiting inside libcurl for a free one.
+ *     Connections live in the multi handle's cache and are reused by later requests.
  *   - one CURLSH share (with lock callbacks) for the DNS cache and TLS sessions, so a second
- *     connection to the same endpoint resumes the TLS session.  The connection cache itself is not
- *     put in the share: libcurl documents that as unsupported across concurrent threads.
+ *     connection to the same endpoint resumes the TLS session.
  *   - TLS verification always on (there is no switch to turn it off); https only, except a request
  *     flagged HTTP_REQ_METADATA to a link-local/loopback metadata address, which may be plain http and
  *     never uses a proxy.  HTTPS_PROXY/NO_PROXY from the environment are honoured (libcurl's default).
@@ -18,8 +23,9 @@
  *   - what remains outside locked memory is libcurl's: it (7.88) assembles each request, headers
  *     (tokens, the signed session token) and, for bodies under 64 KiB, the body too (an Encrypt
  *     plaintext, a Vault secret_id), in its own heap buffer, which it frees without wiping; and its
- *     receive buffer keeps the last reply read on a handle (a Decrypt reply carries the key, in
- *     base64) until the next transfer overwrites it or the handle is freed, unwiped.  OpenSSL's
+ *     receive buffers (the easy handle's, freed after each attempt, and an HTTP/2 connection's
+ *     stream buffers) hold a reply (a Decrypt reply carries the key, in base64) until freed or
+ *     overwritten, unwiped.  OpenSSL's
  *     record buffers are cleansed: every TLS context gets SSL_OP_CLEANSE_PLAINTEXT
  *     (CURLOPT_SSL_CTX_FUNCTION), so a decrypted record is wiped once read, and outgoing plaintext
  *     is encrypted in place in the write buffer.
@@ -62,10 +68,11 @@ struct http_client_options {
 	unsigned connect_timeout_ms;  /* 0: 5000 */
 	unsigned request_timeout_ms;  /* per attempt; 0: 15000 (a request's own timeout_ms wins) */
 	unsigned max_attempts;        /* http_send_retry(); 0: 3 */
-	unsigned max_connections;     /* concurrent requests (= connections) per client; 0: 4 */
+	unsigned max_connections;     /* HTTP/1.1 connections per endpoint (HTTP/2: one); 0: 4 */
 	size_t body_max;              /* 0: HTTP_BODY_MAX */
 	const char *user_agent;       /* NULL: "kmscrypt/<version>" */
-	/* Tests: called with each new TLS context (an OpenSSL SSL_CTX *) once kmscrypt set it up. */
+	/* Tests: called with each new TLS context (an OpenSSL SSL_CTX *) once kmscrypt set it up
+	 * (from the worker thread). */
 	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
 	void *tls_ctx_hook_data;
 	/* Called after every attempt (from the calling thread).  NULL: none. */
@@ -89,14 +96,21 @@ void http_client_get_stats(struct http_client *c, struct http_stats *ret);
 int http_send(struct http_client *c, const struct http_request *req, struct http_response *ret,
 	      struct kms_error *err);
 
+/* What transient() returns for a rate limit (HTTP 429 counts as one whatever it returns). */
+#define HTTP_RETRY_THROTTLED 2
+
 /* Retry policy for http_send_retry(). */
 struct http_retry {
 	unsigned max_attempts; /* 0: the client's */
 	unsigned deadline_ms;  /* overall budget for all attempts and waits; 0: none beyond attempts */
 	/* Is this reply worth another attempt?  NULL: http_status_transient(status).  AWS passes a function
-	 * that also retries ThrottlingException (HTTP 400). */
+	 * that also retries ThrottlingException (HTTP 400) and returns HTTP_RETRY_THROTTLED for it. */
 	int (*transient)(const struct http_response *resp, void *userdata);
 	void *userdata;
+	/* Attempts while the server is throttling (the last reply was a rate limit): a healthy server
+	 * asking to come back later, so a fleet booting at once may need more tries than a failure
+	 * deserves.  0 or less than max_attempts: max_attempts.  The deadline still bounds it. */
+	unsigned max_attempts_throttled;
 };
 
 /* http_send() with retries: transport -EAGAIN and transient replies are retried after

@@ -31,11 +31,19 @@
 
 #define KMIP_KEY_FILE_MAX 65536
 
-struct kmip_tls {
-	pthread_mutex_t lock; /* guards everything below: one request/reply at a time */
-	SSL_CTX *ctx;
+/* One connection of the pool; used by one request at a time.  ssl == NULL: not connected (the
+ * next request on it connects). */
+struct kmip_conn {
 	SSL *ssl;
 	int fd;
+};
+
+struct kmip_tls {
+	pthread_mutex_t lock; /* guards the pool and the stats */
+	pthread_cond_t cond;  /* a connection went back to the pool */
+	struct kmip_conn **idle; /* most recently used last */
+	size_t n_idle, n_total, max_connections;
+	SSL_CTX *ctx;
 	char *host;
 	uint16_t port;
 	bool host_is_ip;
@@ -178,13 +186,17 @@ int kmip_tls_new(const struct kmip_tls_options *o, struct kmip_tls **ret, struct
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	t->fd = -1;
+	t->max_connections = o->max_connections ? o->max_connections : 4;
 	t->host = strdup(o->host);
-	if (!t->host) {
+	t->idle = calloc(t->max_connections, sizeof(*t->idle));
+	if (!t->host || !t->idle) {
+		free(t->host);
+		free(t->idle);
 		free(t);
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cond, NULL);
 	t->port = o->port;
 	t->host_is_ip =
 	    inet_pton(AF_INET, o->host, ip) == 1 || inet_pton(AF_INET6, o->host, ip) == 1;
@@ -201,17 +213,17 @@ int kmip_tls_new(const struct kmip_tls_options *o, struct kmip_tls **ret, struct
 	return 0;
 }
 
-static void conn_close(struct kmip_tls *t)
+static void conn_close(struct kmip_conn *k)
 {
-	if (t->ssl) {
+	if (k->ssl) {
 		/* best effort close_notify: non-blocking, never waits for the peer's */
-		(void)SSL_shutdown(t->ssl);
-		SSL_free(t->ssl);
-		t->ssl = NULL;
+		(void)SSL_shutdown(k->ssl);
+		SSL_free(k->ssl);
+		k->ssl = NULL;
 	}
-	if (t->fd >= 0) {
-		(void)close(t->fd);
-		t->fd = -1;
+	if (k->fd >= 0) {
+		(void)close(k->fd);
+		k->fd = -1;
 	}
 	ERR_clear_error();
 }
@@ -251,11 +263,17 @@ struct kmip_tls *kmip_tls_free(struct kmip_tls *t)
 
 	if (!t)
 		return NULL;
+	/* every connection is back in the pool: the caller joined its threads */
 	sigpipe_block(&g);
-	conn_close(t);
+	for (size_t i = 0; i < t->n_idle; i++) {
+		conn_close(t->idle[i]);
+		free(t->idle[i]);
+	}
 	sigpipe_restore(&g);
+	free(t->idle);
 	SSL_CTX_free(t->ctx);
 	pthread_mutex_destroy(&t->lock);
+	pthread_cond_destroy(&t->cond);
 	free(t->host);
 	free(t);
 	return NULL;
@@ -281,7 +299,8 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-static int tcp_connect(struct kmip_tls *t, int64_t deadline, struct kms_error *err)
+static int tcp_connect(struct kmip_tls *t, struct kmip_conn *k, int64_t deadline,
+		       struct kms_error *err)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
@@ -318,7 +337,7 @@ static int tcp_connect(struct kmip_tls *t, int64_t deadline, struct kms_error *e
 				continue;
 			}
 		}
-		t->fd = fd;
+		k->fd = fd;
 		freeaddrinfo(res);
 		return 0;
 	}
@@ -330,13 +349,13 @@ static int tcp_connect(struct kmip_tls *t, int64_t deadline, struct kms_error *e
 }
 
 /* A failed TLS operation: which class, and a message that says what to check. */
-static int tls_failure(struct kmip_tls *t, const char *what, int ssl_err, int sys_errno,
-		       struct kms_error *err)
+static int tls_failure(struct kmip_tls *t, struct kmip_conn *k, const char *what, int ssl_err,
+		       int sys_errno, struct kms_error *err)
 {
 	unsigned long e = ERR_peek_last_error();
-	long vr = t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
+	long vr = k->ssl ? SSL_get_verify_result(k->ssl) : X509_V_OK;
 
-	if (t->ssl && vr != X509_V_OK)
+	if (k->ssl && vr != X509_V_OK)
 		return kms_error_set(
 		    err, -EACCES, "ServerCertificateRejected",
 		    "certificate of KMIP server %s port %u not accepted: %s (check "
@@ -376,16 +395,16 @@ static int tls_failure(struct kmip_tls *t, const char *what, int ssl_err, int sy
 
 /* Drive one SSL call to completion.  0 when done; -ETIMEDOUT; -EPIPE when the peer closed (EOF or
  * reset); -EPROTO for other TLS failures (*ret_ssl_err, *ret_errno tell which). */
-static int ssl_step(struct kmip_tls *t, int rc, int64_t deadline, int *ret_ssl_err, int *ret_errno)
+static int ssl_step(struct kmip_conn *k, int rc, int64_t deadline, int *ret_ssl_err, int *ret_errno)
 {
-	int e = SSL_get_error(t->ssl, rc), r;
+	int e = SSL_get_error(k->ssl, rc), r;
 
 	*ret_ssl_err = e;
 	*ret_errno = 0;
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
-		r = wait_fd(t->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
+		r = wait_fd(k->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
 		return r < 0 ? r : 1; /* 1: call again */
 	case SSL_ERROR_ZERO_RETURN:
 		return -EPIPE;
@@ -397,34 +416,35 @@ static int ssl_step(struct kmip_tls *t, int rc, int64_t deadline, int *ret_ssl_e
 	}
 }
 
-static int conn_open(struct kmip_tls *t, int64_t deadline, struct kms_error *err)
+static int conn_open(struct kmip_tls *t, struct kmip_conn *k, int64_t deadline,
+		     struct kms_error *err)
 {
 	int r, ssl_err, sys;
 
-	r = tcp_connect(t, deadline, err);
+	r = tcp_connect(t, k, deadline, err);
 	if (r < 0)
 		return r;
 	ERR_clear_error();
-	t->ssl = SSL_new(t->ctx);
-	if (!t->ssl) {
-		conn_close(t);
+	k->ssl = SSL_new(t->ctx);
+	if (!k->ssl) {
+		conn_close(k);
 		return -ENOMEM;
 	}
 	if (t->host_is_ip)
-		r = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), t->host);
+		r = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(k->ssl), t->host);
 	else
-		r = X509_VERIFY_PARAM_set1_host(SSL_get0_param(t->ssl), t->host, 0) &&
-		    SSL_set_tlsext_host_name(t->ssl, t->host);
-	if (r != 1 || SSL_set_fd(t->ssl, t->fd) != 1) {
-		conn_close(t);
+		r = X509_VERIFY_PARAM_set1_host(SSL_get0_param(k->ssl), t->host, 0) &&
+		    SSL_set_tlsext_host_name(k->ssl, t->host);
+	if (r != 1 || SSL_set_fd(k->ssl, k->fd) != 1) {
+		conn_close(k);
 		return -ENOMEM;
 	}
 	for (;;) {
-		int rc = SSL_connect(t->ssl);
+		int rc = SSL_connect(k->ssl);
 
 		if (rc == 1)
 			break;
-		r = ssl_step(t, rc, deadline, &ssl_err, &sys);
+		r = ssl_step(k, rc, deadline, &ssl_err, &sys);
 		if (r == 1)
 			continue;
 		if (r == -ETIMEDOUT)
@@ -432,37 +452,39 @@ static int conn_open(struct kmip_tls *t, int64_t deadline, struct kms_error *err
 					  "TLS handshake with KMIP server %s port %u timed out",
 					  t->host, (unsigned)t->port);
 		else
-			r = tls_failure(t, "handshake", ssl_err, sys, err);
-		conn_close(t);
+			r = tls_failure(t, k, "handshake", ssl_err, sys, err);
+		conn_close(k);
 		return r;
 	}
+	pthread_mutex_lock(&t->lock);
 	t->stats.connects++;
+	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
 
-static int write_all(struct kmip_tls *t, const uint8_t *p, size_t n, int64_t deadline,
+static int write_all(struct kmip_conn *k, const uint8_t *p, size_t n, int64_t deadline,
 		     int *ret_ssl_err, int *ret_errno)
 {
 	while (n > 0) {
-		int rc = SSL_write(t->ssl, p, (int)MIN(n, (size_t)INT32_MAX)), r;
+		int rc = SSL_write(k->ssl, p, (int)MIN(n, (size_t)INT32_MAX)), r;
 
 		if (rc > 0) {
 			p += rc;
 			n -= (size_t)rc;
 			continue;
 		}
-		r = ssl_step(t, rc, deadline, ret_ssl_err, ret_errno);
+		r = ssl_step(k, rc, deadline, ret_ssl_err, ret_errno);
 		if (r != 1)
 			return r;
 	}
 	return 0;
 }
 
-static int read_exact(struct kmip_tls *t, uint8_t *p, size_t n, int64_t deadline, size_t *got,
+static int read_exact(struct kmip_conn *k, uint8_t *p, size_t n, int64_t deadline, size_t *got,
 		      int *ret_ssl_err, int *ret_errno)
 {
 	while (n > 0) {
-		int rc = SSL_read(t->ssl, p, (int)MIN(n, (size_t)INT32_MAX)), r;
+		int rc = SSL_read(k->ssl, p, (int)MIN(n, (size_t)INT32_MAX)), r;
 
 		if (rc > 0) {
 			p += rc;
@@ -470,7 +492,7 @@ static int read_exact(struct kmip_tls *t, uint8_t *p, size_t n, int64_t deadline
 			*got += (size_t)rc;
 			continue;
 		}
-		r = ssl_step(t, rc, deadline, ret_ssl_err, ret_errno);
+		r = ssl_step(k, rc, deadline, ret_ssl_err, ret_errno);
 		if (r != 1)
 			return r;
 	}
@@ -479,8 +501,8 @@ static int read_exact(struct kmip_tls *t, uint8_t *p, size_t n, int64_t deadline
 
 /* One request and its reply on the open connection.  *ret_got: reply bytes seen (0 means the
  * server may not have processed the request). */
-static int exchange(struct kmip_tls *t, const struct secret *req, int64_t deadline,
-		    struct secret **ret, size_t *ret_got, struct kms_error *err)
+static int exchange(struct kmip_tls *t, struct kmip_conn *k, const struct secret *req,
+		    int64_t deadline, struct secret **ret, size_t *ret_got, struct kms_error *err)
 {
 	_cleanup_secret_ struct secret *rsp = NULL;
 	uint8_t hdr[TTLV_HEADER_BYTES];
@@ -489,9 +511,9 @@ static int exchange(struct kmip_tls *t, const struct secret *req, int64_t deadli
 
 	*ret_got = 0;
 	ERR_clear_error();
-	r = write_all(t, req->buf, req->len, deadline, &ssl_err, &sys);
+	r = write_all(k, req->buf, req->len, deadline, &ssl_err, &sys);
 	if (r == 0)
-		r = read_exact(t, hdr, sizeof(hdr), deadline, ret_got, &ssl_err, &sys);
+		r = read_exact(k, hdr, sizeof(hdr), deadline, ret_got, &ssl_err, &sys);
 	if (r < 0)
 		goto io_error;
 	r = ttlv_message_size(hdr, KMIP_TAG_RESPONSE_MESSAGE, &total);
@@ -504,7 +526,7 @@ static int exchange(struct kmip_tls *t, const struct secret *req, int64_t deadli
 	if (r < 0)
 		return r;
 	memcpy(rsp->buf, hdr, sizeof(hdr));
-	r = read_exact(t, rsp->buf + sizeof(hdr), total - sizeof(hdr), deadline, ret_got, &ssl_err,
+	r = read_exact(k, rsp->buf + sizeof(hdr), total - sizeof(hdr), deadline, ret_got, &ssl_err,
 		       &sys);
 	if (r < 0)
 		goto io_error;
@@ -522,7 +544,38 @@ io_error:
 			      (unsigned)t->port, sys ? ": " : "", sys ? strerror(sys) : "");
 		return -EPIPE;
 	}
-	return tls_failure(t, "exchange", ssl_err, sys, err);
+	return tls_failure(t, k, "exchange", ssl_err, sys, err);
+}
+
+/* Take a connection from the pool (the most recently used: the warmest), a new slot while fewer
+ * than max_connections exist, else wait for one to come back. */
+static struct kmip_conn *pool_get(struct kmip_tls *t)
+{
+	struct kmip_conn *k = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	while (t->n_idle == 0 && t->n_total >= t->max_connections)
+		pthread_cond_wait(&t->cond, &t->lock);
+	if (t->n_idle > 0)
+		k = t->idle[--t->n_idle];
+	else {
+		k = calloc(1, sizeof(*k));
+		if (k) {
+			k->fd = -1;
+			t->n_total++;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return k;
+}
+
+static void pool_put(struct kmip_tls *t, struct kmip_conn *k, unsigned requests)
+{
+	pthread_mutex_lock(&t->lock);
+	t->stats.requests += requests;
+	t->idle[t->n_idle++] = k;
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
 }
 
 int kmip_tls_roundtrip(struct kmip_tls *t, const struct secret *req, unsigned timeout_ms,
@@ -530,29 +583,33 @@ int kmip_tls_roundtrip(struct kmip_tls *t, const struct secret *req, unsigned ti
 {
 	int64_t deadline = now_ms_mono() + (timeout_ms ? timeout_ms : t->io_timeout_ms);
 	struct sigpipe_guard g;
+	struct kmip_conn *k;
+	unsigned requests = 0;
 	int r;
 
 	if (!req || req->len < TTLV_HEADER_BYTES)
 		return -EINVAL;
-	pthread_mutex_lock(&t->lock);
+	k = pool_get(t);
+	if (!k)
+		return -ENOMEM;
 	sigpipe_block(&g);
 	for (unsigned attempt = 0;; attempt++) {
-		bool reused = t->ssl != NULL;
+		bool reused = k->ssl != NULL;
 		size_t got = 0;
 
-		if (!t->ssl) {
+		if (!k->ssl) {
 			int64_t cdl = MIN(deadline, now_ms_mono() + t->connect_timeout_ms);
 
-			r = conn_open(t, cdl, err);
+			r = conn_open(t, k, cdl, err);
 			if (r < 0)
 				break;
 		}
-		t->stats.requests++;
-		r = exchange(t, req, deadline, ret, &got, err);
+		requests++;
+		r = exchange(t, k, req, deadline, ret, &got, err);
 		if (r == 0)
 			break;
 		/* after any failure the connection's state is unknown: never reuse it */
-		conn_close(t);
+		conn_close(k);
 		/* A reused connection that broke before the reply started: the server restarted or
 		 * timed out an idle connection.  Try once more on a new one.  (Should the server
 		 * have executed the request and died before answering, the request runs twice:
@@ -562,7 +619,7 @@ int kmip_tls_roundtrip(struct kmip_tls *t, const struct secret *req, unsigned ti
 		break;
 	}
 	sigpipe_restore(&g);
-	pthread_mutex_unlock(&t->lock);
+	pool_put(t, k, requests);
 	if (r == -EPIPE || r == -ETIMEDOUT)
 		r = -EAGAIN;
 	return r;

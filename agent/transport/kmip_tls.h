@@ -14,8 +14,11 @@
  *     place in its write buffer.
  *   - connect and every read/write are bounded by timeouts (poll(2)); one request, then exactly one
  *     reply message, sized from its TTLV header (ttlv_message_size()) and capped at reply_max.
- *   - one connection per struct kmip_tls, reused by every request of a run.  A mutex serialises
- *     request/reply pairs, so kmip_tls_roundtrip() may be called from several threads at once.
+ *   - a bounded pool of connections per struct kmip_tls (max_connections), reused by every request
+ *     of a run: kmip_tls_roundtrip() may be called from several threads at once; each request takes
+ *     an idle connection (the most recently used), or opens one while fewer than max_connections
+ *     exist, or waits for one, so up to max_connections requests are in flight at once and a
+ *     sequential caller keeps using one connection.
  *     When a reused connection turns out to be broken (the server restarted or dropped an idle
  *     connection) before any reply byte arrived, it reconnects and sends the request once more.
  *   - replies land in struct secret (Get and Decrypt replies carry key material).
@@ -45,6 +48,7 @@ struct kmip_tls_options {
 	unsigned connect_timeout_ms; /* TCP connect + TLS handshake; 0: 5000 */
 	unsigned io_timeout_ms;	     /* one request and its reply; 0: 15000 */
 	size_t reply_max;	     /* 0: TTLV_MAX_MESSAGE */
+	unsigned max_connections;    /* concurrent requests (= connections); 0: 4 */
 	/* Tests: called with the TLS context (an OpenSSL SSL_CTX *) once it is set up. */
 	void (*tls_ctx_hook)(void *ssl_ctx, void *userdata);
 	void *tls_ctx_hook_data;

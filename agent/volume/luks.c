@@ -210,6 +210,16 @@ static int read_header_locked(const char *device, struct volume_header *ret)
 	snprintf(h.uuid, sizeof(h.uuid), "%s", s ?: "");
 	s = crypt_get_label(cd);
 	snprintf(h.label, sizeof(h.label), "%s", s ?: "");
+	/* as volume_tokens_list() counts them: the unlock skips that second header read when
+	 * there is only one (no rotation in progress) */
+	for (int id = 0; id < 32; id++) { /* LUKS2_TOKENS_MAX */
+		const char *type = NULL;
+		crypt_token_info ti = crypt_token_status(cd, id, &type);
+
+		if (ti != CRYPT_TOKEN_INVALID && ti != CRYPT_TOKEN_INACTIVE && type &&
+		    strncmp(type, KMSCRYPT_TOKEN_TYPE, strlen(KMSCRYPT_TOKEN_TYPE)) == 0)
+			h.kmscrypt_tokens++;
+	}
 	r = token_find(cd);
 	if (r >= 0) {
 		const char *json = NULL;

@@ -33,6 +33,7 @@ struct volume_header {
 	char label[64];      /* LUKS2 label ("" when none) */
 	int token_id;        /* id of the kmscrypt token, -1 when none */
 	char *token_json;    /* that token's JSON (heap), NULL when none */
+	int kmscrypt_tokens; /* tokens whose type starts with "kmscrypt" (0: not counted) */
 };
 void volume_header_done(struct volume_header *h);
 
@@ -137,6 +138,22 @@ int volume_keyslot_active(const char *device, int keyslot, bool *ret);
  * -EEXIST when @name exists, -EPERM for a wrong secret.
  */
 int volume_activate(const char *device, const char *name, int keyslot, const struct secret *secret);
+
+/*
+ * Parallel activation: worker processes, each running volume_activate() for one volume at a time
+ * (volume/pool.c).  volume_pool_start() forks @workers of them: call it before the process starts
+ * any thread.  volume_pool_activate() (thread-safe) waits for an idle worker, hands it the job,
+ * the secret through a pipe, and returns volume_activate()'s result; -EIO when the worker died.
+ * A NULL pool activates in this process.  volume_pool_stop() ends and reaps the workers.
+ * volume_pool_default_size(): the CPUs this process may run on (KMSCRYPT_TEST_WORKERS, a test
+ * hook, overrides it).
+ */
+struct volume_pool;
+unsigned volume_pool_default_size(void);
+int volume_pool_start(unsigned workers, struct volume_pool **ret);
+int volume_pool_activate(struct volume_pool *p, const char *device, const char *name, int keyslot,
+			 const struct secret *secret);
+void volume_pool_stop(struct volume_pool *p);
 
 /* crypt_deactivate(), also of a suspended mapping.  -ENOENT, -ENODEV (not a LUKS2 crypt mapping),
  * -EBUSY (still open). */
@@ -248,3 +265,27 @@ int volume_reencrypt(const char *device, const struct volume_reencrypt_params *p
  * kmscrypt is pending (cryptsetup reencrypt --resume-only). */
 int volume_reencrypt_resume(const char *device, const struct volume_reencrypt_params *p,
 			    int *ret_recovery_keyslot);
+
+/* ---- revoke and restore of a re-encryption dm stack (volume/stack.c) ------------------------- */
+
+/* 1 when LUKS volume @uuid has a dm device other than one plain crypt mapping (the overlay and
+ * hotzone devices of an online re-encryption, or a top device that is not one crypt target), 0
+ * when not, -ENOTSUP without device-mapper. */
+int volume_stack_present(const char *uuid);
+/* Revoke for a volume whose re-encryption runs or is pending (crypt_suspend() refuses then):
+ * suspend every dm device of LUKS volume @uuid that holds a key (the top mapping always, its file
+ * system frozen), send "key wipe" to every crypt target of every table, invalidate the volume's
+ * keys in our keyrings, then check every crypt target of every table shows the all-zero key.
+ * *ret_plan (heap text, also on failure when something was done) is what restore needs: the
+ * devices suspended ("S NAME") and the logon key each target named ("K NAME SECTOR KEY"); no
+ * secret.  @top gets the top mapping's name.  -ENOENT when no device exists, -EBADMSG when a
+ * table still shows a key, else the first -errno. */
+int volume_stack_suspend_wipe(const char *uuid, char **ret_plan, struct volume_wipe_report *ret,
+			      char *top, size_t top_size);
+/* Undo volume_stack_suspend_wipe() with its @plan: the volume key of each digest named there
+ * from a keyslot of @device that @secret opens (as a logon key of this thread, invalidated
+ * after), "key set" to each target, resume the devices it suspended (lower ones first).
+ * -ENOKEY when @secret opens no keyslot of a digest, -EBADMSG for a plan naming a key kmscrypt
+ * cannot load again. */
+int volume_stack_resume(const char *uuid, const char *device, const struct secret *secret,
+			const char *plan);

@@ -234,13 +234,16 @@ static void act_on_denial(struct watcher *w, struct wkms *k, struct vol *v, stru
 		}
 		return;
 	}
+	/* a re-encryption of this volume holds the lock and would load its keys again: stop it */
+	(void)core_reencrypt_preempt(w->c, NULL, v->hdr.uuid);
 	lock = core_lock(w->c);
 	if (lock < 0)
 		return; /* logged; tried again next round */
 	outcome_reset(v);
-	if (vol_refresh(w->c, v) < 0 || !v->mapped)
+	if (vol_refresh(w->c, v) < 0 || (!v->mapped && !v->stacked))
 		goto out;
-	if (!v->map.suspended || v->map.key == VOLUME_KEY_KEYRING) {
+	/* (held by a re-encryption's dm stack only: core_revoke() wipes every table of it) */
+	if (v->stacked ? !vol_revoked(v) : !v->map.suspended || v->map.key == VOLUME_KEY_KEYRING) {
 		core_revoke(w->c, v, reason, true);
 		if (v->r < 0) {
 			log_error("KMS '%s' (%s) denied access %s: %s; wiping the key of '%s' "
@@ -383,9 +386,9 @@ static void probe_volume(struct watcher *w, struct wkms *k, struct kms_set *ks, 
  * restore it, to close it, or to report its verdict). */
 static bool watched(const struct vol *v)
 {
-	if (!v->mapped)
+	if (!v->mapped && !v->stacked)
 		return false;
-	if (!v->map.suspended && !vol_revoked(v))
+	if ((v->stacked || !v->map.suspended) && !vol_revoked(v))
 		return true;
 	return v->has_state && v->st.revoked && v->st.revoked_by_watcher;
 }

@@ -45,6 +45,44 @@
  *   the volume with the same associated data as a version-1 wrap (below).  kmscrypt writes
  *   version 1 for a single KMS and reads both.
  *
+ *   The fields of a wrap are those of a version-1 token and mean the same: "kms" the configuration
+ *   name, "provider" the provider that wrapped, "key_id" and "key_version" the key and version at
+ *   that KMS ("" when it has none), "alg" the provider's wrapping algorithm, "blob" base64 of the
+ *   provider's bytes, "share" the x coordinate of the share it holds (0: the whole secret).  Every
+ *   field is required; a version-2 token has no top-level "kms", "provider", "key_id",
+ *   "key_version", "alg" or "blob" (readers take the first wrap's where one KMS is shown, e.g.
+ *   the audit's and luksDump's first "kms" line).  Wraps are kept in the order they were given
+ *   (`--kms A --kms B ...`), and share i + 1 is wrap i's when the binding is written.
+ *   Unlocking asks every KMS concurrently and goes on as soon as k answered (the others are not
+ *   waited for); a wrap's secret or share is exactly 32 bytes, else that KMS counts as failed.
+ *   Only whole shares of one token are ever combined: shares of two tokens (a rotation window,
+ *   below) are never mixed, because each token's shares come from its own random polynomials.
+ *
+ * Rotation: the two-token window.  A rotation never edits a token in place; it adds the new one
+ * and removes the old one only after the new one has proven itself (unwrapped through its KMSs and
+ * opened its keyslot), so the header always holds at least one kmscrypt token that opens the
+ * volume:
+ *
+ *   rotate-master   one keyslot, two tokens for a moment: the old and the new "kmscrypt" token
+ *                   both list the same keyslot ("keyslots": ["1"]) and unwrap to the same secret
+ *                   (version 2: split afresh, so their shares differ and do not mix).
+ *   rotate-secret   a new keyslot with its own token next to the old keyslot and its token, plus
+ *                   a marker token assigned to no keyslot, written first and removed last:
+ *                     {"type": "kmscrypt-pending", "keyslots": [], "op": "rotate-secret",
+ *                      "old_keyslot": "1", "new_keyslot": "2"}
+ *                   ("op": "bind" with "old_keyslot": "-1" for bind).  The next kmscrypt run that
+ *                   changes the header finishes (the new keyslot's token proves itself: the old
+ *                   keyslot's tokens, the old keyslot, then the marker go) or undoes (the new
+ *                   keyslot and its token go) what a killed run left.
+ *
+ * Readers must therefore accept several "kmscrypt" tokens on one volume: unlock, `check` and the
+ * token plugin try the first and fall back to the others (libcryptsetup itself tries every token
+ * of a type), a token that does not open its keyslot is passed over, and a "kmscrypt-pending"
+ * token opens nothing (readers other than kmscrypt ignore it; `cryptsetup token remove` of it by
+ * hand is safe only when no kmscrypt command is running).  The version of every token in the window is the
+ * version of the binding (a version-1 binding rotated with --kms stays version 1; a version-2 one
+ * stays version 2 with the same threshold; --replace OLD=NEW changes one wrap's KMS).
+ *
  * The revoked mark.  `kmscrypt revoke` writes "revoked" into the token (and the same mark into the
  * state dir) before it wipes the key; `kmscrypt restore` removes both, only after the KMS has
  * unwrapped the secret again.  While the mark is present `kmscrypt unlock`, `unlock --all`,

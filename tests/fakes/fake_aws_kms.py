@@ -4,6 +4,7 @@ IMDSv2 endpoint and a plain-HTTP control API.  Tests only; binds 127.0.0.1 only.
 
   /usr/bin/python3 tests/fakes/fake_aws_kms.py --certs DIR --portfile F --control-portfile F \
       [--imds-portfile F] [--state F] [--region us-east-1] [--credential AKID:SECRET[:PRINCIPAL]]
+      [--quota-rate R [--quota-burst B] [--quota-stats F]]   (request quota: ThrottlingException)
 
 See tests/fakes/README.md for the protocol surface and the control operations.
 """
@@ -799,6 +800,10 @@ class AwsKmsApp(FakeApp):
         status, out, fault = 200, None, None
         handler.sig_debug = None
         try:
+            if self.quota and not self.quota.admit(action):  # --quota-rate: charged before anything else
+                entry["quota"] = "throttled"
+                raise KmsError("ThrottlingException", "You have exceeded the rate at which you may call KMS. "
+                               "Reduce the frequency of your calls.")
             with self.lock:
                 ctx = self.authenticate(handler, body)
             entry["access_key"] = ctx["akid"]
@@ -977,6 +982,7 @@ def main():
     p.add_argument("--imds-allow-v1", action="store_true", help="serve metadata without a session token")
     p.add_argument("--imds-cred-ttl", type=int, default=6 * 3600)
     p.add_argument("--no-skew-check", action="store_true")
+    fakecommon.add_quota_args(p)
     args = p.parse_args()
     app = AwsKmsApp(args)
     kms = app.start_server(KmsHandler, args.port)

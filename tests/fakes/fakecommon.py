@@ -1,6 +1,7 @@
 """Shared plumbing for the fake KMS servers (tests only).
 
-HTTPS on 127.0.0.1 with the stdlib ssl module, ThreadingHTTPServer, HTTP/1.1 keep-alive;
+HTTPS on 127.0.0.1 with the stdlib ssl module, ThreadingHTTPServer, HTTP/1.1 keep-alive, and with
+--h2 HTTP/2 (python3-h2) for clients whose ALPN offers h2 (HTTP/1.1 for the others);
 a plain-HTTP control server on 127.0.0.1 (counters, request log, fault injection, vendor ops);
 port files written atomically once every listener is up.
 
@@ -8,9 +9,11 @@ Run with /usr/bin/python3 (Debian packages).
 """
 
 import collections
+import http.client
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import ssl
@@ -45,6 +48,18 @@ class Stats:
             self.by_status = collections.Counter()
             self.log = collections.deque(maxlen=self.log_size)
             self.seq = itertools.count(1)
+            # requests being handled right now, and the most at once since the last reset
+            self.in_flight = getattr(self, "in_flight", 0)
+            self.in_flight_max = self.in_flight
+
+    def enter(self):
+        with self.lock:
+            self.in_flight += 1
+            self.in_flight_max = max(self.in_flight_max, self.in_flight)
+
+    def leave(self):
+        with self.lock:
+            self.in_flight -= 1
 
     def inc(self, name, n=1):
         with self.lock:
@@ -65,8 +80,9 @@ class Stats:
         with self.lock:
             d = dict(self.counters)
             for k in ("tcp_connections", "tls_handshakes", "tls_handshake_failures",
-                      "tls_resumed", "requests", "dropped_connections"):
+                      "tls_resumed", "requests", "dropped_connections", "h2_connections"):
                 d.setdefault(k, 0)
+            d["in_flight_max"] = self.in_flight_max
             d["requests_by_action"] = dict(self.by_action)
             d["responses_by_status"] = dict(self.by_status)
             return d
@@ -156,8 +172,70 @@ class Faults:
             return 0
 
 
-def make_server_context(certs_dir, tls_max=None, tls_min=None, client_ca=None):
+class Quota:
+    """A request quota like a cloud KMS's (bench/storm.sh): a token bucket of @rate requests per
+    second holding at most @burst, full at start.  Unlike Faults' rate_limit_rps it is set on the
+    command line (--quota-rate/--quota-burst), survives /faults/reset, and counts every request it
+    sees: accepted, throttled, total, and the first and last time of each.  @stats_path (optional)
+    gets one JSON line per request, {"t": unix time, "action": ..., "outcome": "accepted" |
+    "throttled"}, appended and flushed as it happens (the fake exits without a flush)."""
+
+    def __init__(self, rate, burst=None, stats_path=None):
+        self.lock = threading.Lock()
+        self.rate = float(rate)
+        self.burst = float(burst) if burst else max(1.0, self.rate)
+        self.tokens = self.burst
+        self.last = time.monotonic()
+        self.counts = collections.Counter()
+        self.first = self.last_t = None
+        self.stats_file = open(stats_path, "a", buffering=1) if stats_path else None
+
+    def admit(self, action):
+        """True: within the quota (one token taken); False: the caller sends the throttling reply."""
+        with self.lock:
+            now, t = time.monotonic(), time.time()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            ok = self.tokens >= 1.0
+            if ok:
+                self.tokens -= 1.0
+            outcome = "accepted" if ok else "throttled"
+            self.counts[outcome] += 1
+            self.counts["total"] += 1
+            self.first = self.first or t
+            self.last_t = t
+            if self.stats_file:
+                self.stats_file.write(json.dumps({"t": round(t, 6), "action": action, "outcome": outcome}) + "\n")
+            return ok
+
+    def snapshot(self):
+        with self.lock:
+            return {"rate": self.rate, "burst": self.burst, "accepted": self.counts["accepted"],
+                    "throttled": self.counts["throttled"], "total": self.counts["total"],
+                    "first": self.first, "last": self.last_t}
+
+
+def add_quota_args(p):
+    p.add_argument("--quota-rate", type=float, default=0,
+                   help="request quota: at most this many requests/s (token bucket); over it, the "
+                        "vendor's throttling reply (0 = no quota, the default)")
+    p.add_argument("--quota-burst", type=float, default=0,
+                   help="token bucket size (default: one second of --quota-rate, at least 1)")
+    p.add_argument("--quota-stats", help="append one JSON line per request seen by the quota")
+
+
+def make_quota(args):
+    if not getattr(args, "quota_rate", 0):
+        return None
+    if args.quota_rate < 0 or args.quota_burst < 0:
+        raise SystemExit("--quota-rate and --quota-burst must not be negative")
+    return Quota(args.quota_rate, args.quota_burst, args.quota_stats)
+
+
+def make_server_context(certs_dir, tls_max=None, tls_min=None, client_ca=None, h2=False):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if h2:
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
     ctx.load_cert_chain(os.path.join(certs_dir, "server.pem"), os.path.join(certs_dir, "server.key"))
     versions = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
     ctx.minimum_version = versions[tls_min] if tls_min else ssl.TLSVersion.TLSv1_2
@@ -212,6 +290,9 @@ class TLSServer(ThreadingHTTPServer):
             self.stats.inc("tls_resumed")
         try:
             ssock.settimeout(self.app.idle_timeout)
+            if ssock.selected_alpn_protocol() == "h2":
+                H2Connection(self, ssock, client_address, conn_id, self.RequestHandlerClass).serve()
+                return
             self.RequestHandlerClass(ssock, client_address, self, conn_id=conn_id)
         finally:
             try:
@@ -239,6 +320,23 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def version_string(self):
         return self.server_version
+
+    # counted in flight from a parsed request line to the reply written (Stats.in_flight_max)
+    def parse_request(self):
+        ok = super().parse_request()
+        stats = getattr(self.server, "stats", None)
+        if ok and stats is not None:
+            stats.enter()
+            self._in_flight = stats
+        return ok
+
+    def handle_one_request(self):
+        self._in_flight = None
+        try:
+            super().handle_one_request()
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.leave()
 
     def log_message(self, fmt, *args):
         if os.environ.get("FAKE_VERBOSE"):
@@ -283,6 +381,186 @@ class BaseHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+class H2Request:
+    """One HTTP/2 request as a vendor handler sees it: the BaseHandler surface the fakes use
+    (command, path, headers, conn_id, server, read_body, send_raw, drop_connection)."""
+
+    request_version = "HTTP/2.0"
+
+    def __init__(self, conn, stream_id, headers, body):
+        self.conn = conn
+        self.stream_id = stream_id
+        self.server = conn.server
+        self.conn_id = conn.conn_id
+        self.client_address = conn.client_address
+        self.close_connection = False
+        msg = http.client.HTTPMessage()
+        pseudo = {}
+        for k, v in headers:
+            if k.startswith(":"):
+                pseudo[k] = v
+            else:
+                msg[k] = v
+        # HTTP/2 carries the Host header as :authority (RFC 9113 8.3.1); signatures cover "host"
+        if msg.get("Host") is None and ":authority" in pseudo:
+            msg["Host"] = pseudo[":authority"]
+        self.headers = msg
+        self.command = pseudo.get(":method", "")
+        self.path = pseudo.get(":path", "")
+        self._body = body
+
+    def read_body(self):
+        return self._body
+
+    def send_raw(self, status, body, headers=(), close=False):
+        if isinstance(body, str):
+            body = body.encode()
+        self.conn.respond(self.stream_id, status, body, headers, close)
+
+    def drop_connection(self):
+        self.server.stats.inc("dropped_connections")
+        self.conn.drop()
+
+
+class H2Connection:
+    """Server side of one HTTP/2 connection (python3-h2): one I/O thread owns the h2 state machine
+    and the TLS socket (OpenSSL objects are not for concurrent reads and writes); each request runs
+    in its own thread (so injected latency overlaps, as on a real server) and hands its reply back
+    through a queue and a wake-up pipe."""
+
+    def __init__(self, server, ssock, client_address, conn_id, handler_cls):
+        import h2.config
+        import h2.connection
+
+        self.server = server
+        self.sock = ssock
+        self.client_address = client_address
+        self.conn_id = conn_id
+        self.handler_cls = handler_cls
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                        header_encoding="utf-8"))
+        self.queue = collections.deque()
+        self.wake_r, self.wake_w = os.pipe()
+        self.streams = {}
+        self.closing = False
+        self.qlock = threading.Lock()  # the pipe is closed once the connection ends
+        self.closed = False
+
+    def _post(self, item):
+        with self.qlock:
+            if self.closed:
+                return
+            self.queue.append(item)
+            os.write(self.wake_w, b"x")
+
+    def respond(self, stream_id, status, body, headers, close):
+        hdrs = [(":status", str(status))] + [(k.lower(), str(v)) for k, v in headers]
+        hdrs += [("server", "fake"), ("content-length", str(len(body)))]
+        self._post(("reply", stream_id, hdrs, body, close))
+
+    def drop(self):
+        self._post(("drop",))
+
+    def _run_request(self, stream_id, headers, body):
+        req = H2Request(self, stream_id, headers, body)
+        stats = getattr(self.server, "stats", None)
+        if stats:
+            stats.enter()
+        try:
+            fn = getattr(self.handler_cls, "do_" + req.command, None)
+            if fn is None:
+                req.send_raw(501, b"", [])
+            else:
+                fn(req)
+        except Exception:  # a bug in the fake: say so, and answer like a server would
+            import traceback
+            traceback.print_exc()
+            req.send_raw(500, b"fake bug", [])
+        finally:
+            if stats:
+                stats.leave()
+
+    def _send_body(self, stream_id, body):
+        # replies are small (a few KiB): within the initial 64 KiB flow-control window
+        step = self.h2.max_outbound_frame_size
+        for i in range(0, len(body), step):
+            chunk = body[i:i + step]
+            self.h2.send_data(stream_id, chunk, end_stream=i + step >= len(body))
+
+    def _flush(self):
+        out = self.h2.data_to_send()
+        if out:
+            self.sock.sendall(out)
+
+    def serve(self):
+        import h2.events
+        import h2.exceptions
+
+        self.server.stats.inc("h2_connections")
+        try:
+            self.h2.initiate_connection()
+            self._flush()
+            while not self.closing:
+                if not self.sock.pending():
+                    ready, _, _ = select.select([self.sock, self.wake_r], [], [], self.server.app.idle_timeout)
+                    if not ready:
+                        break  # idle
+                    if self.wake_r in ready:
+                        os.read(self.wake_r, 4096)
+                while self.queue:
+                    item = self.queue.popleft()
+                    if item[0] == "drop":
+                        self.closing = True
+                        break
+                    _, sid, hdrs, body, close = item
+                    try:
+                        self.h2.send_headers(sid, hdrs, end_stream=not body)
+                        if body:
+                            self._send_body(sid, body)
+                    except h2.exceptions.StreamClosedError:
+                        pass
+                    if close:
+                        self.h2.close_connection()
+                        self.closing = True
+                    self._flush()
+                if self.closing:
+                    break
+                if not (self.sock.pending() or select.select([self.sock], [], [], 0)[0]):
+                    continue
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError:
+                    self._flush()
+                    break
+                for ev in events:
+                    if isinstance(ev, h2.events.RequestReceived):
+                        self.streams[ev.stream_id] = (ev.headers, bytearray())
+                    elif isinstance(ev, h2.events.DataReceived):
+                        if ev.stream_id in self.streams:
+                            self.streams[ev.stream_id][1].extend(ev.data)
+                        self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        st = self.streams.pop(ev.stream_id, None)
+                        if st:
+                            threading.Thread(target=self._run_request, args=(ev.stream_id, st[0], bytes(st[1])),
+                                             daemon=True).start()
+                    elif isinstance(ev, h2.events.StreamReset):
+                        self.streams.pop(ev.stream_id, None)
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        self.closing = True
+                self._flush()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with self.qlock:
+                self.closed = True
+                os.close(self.wake_r)
+                os.close(self.wake_w)
 
 
 def malformed_body(mode, good_body):
@@ -376,6 +654,7 @@ class FakeApp:
         self.last_tls_error = None
         self.clock_offset = 0.0
         self.servers = []
+        self.quota = make_quota(args)  # None unless --quota-rate (add_quota_args)
 
     # time as the server sees it (controls can skew it)
     def now(self):
@@ -395,6 +674,8 @@ class FakeApp:
         d = self.stats.snapshot()
         if self.second:
             d[self.second] = self.second_stats.snapshot()
+        if self.quota:
+            d["quota"] = self.quota.snapshot()
         return d
 
     def all_stats(self):
@@ -430,7 +711,7 @@ class FakeApp:
         ctx = None
         if tls:
             ctx = make_server_context(self.args.certs, self.args.tls_max, self.args.tls_min,
-                                      self.args.client_ca)
+                                      self.args.client_ca, getattr(self.args, "h2", False))
         srv = TLSServer((LOOPBACK, port), handler, ctx, stats or self.stats, self)
         t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
         t.start()
@@ -481,3 +762,6 @@ def add_common_args(p):
     p.add_argument("--tls-max", choices=["1.2", "1.3"])
     p.add_argument("--tls-min", choices=["1.2", "1.3"])
     p.add_argument("--client-ca", help="require client certificates signed by this CA (mTLS)")
+    p.add_argument("--h2", action="store_true",
+                   help="offer HTTP/2 by ALPN (h2, then http/1.1): clients that offer h2 get it, "
+                        "the others HTTP/1.1")

@@ -6,7 +6,8 @@
 #                                     DIR/server.conf, database DIR/pykmip.db, log DIR/server.log,
 #                                     TTLV capture DIR/record.txt ("REQ <hex>"/"RSP <hex>" lines);
 #                                     PORT 0 or absent: ephemeral.  Prints the port once it listens
-#                                     and leaves DIR/port and DIR/pid behind.
+#                                     and leaves DIR/port and DIR/pid behind.  KMIP_SERVER_DELAY_MS:
+#                                     wait that long before processing each request (default 0).
 #   kmip_server.sh revoke DIR UID     revoke key UID (owner: DIR/certs/client.pem) with PyKMIP's
 #                                     client (a KMIP revoke is permanent: the key stays Deactivated)
 #   kmip_server.sh stop DIR           SIGINT (PyKMIP only checks for SIGTERM between connections),
@@ -57,6 +58,7 @@ start() {
 	rm -f "$dir/port"
 	"$py" "$here/pykmip_server.py" --config "$dir/server.conf" --log "$dir/server.log" \
 		--port "$port" --portfile "$dir/port" --record "$dir/record.txt" \
+		--delay-ms "${KMIP_SERVER_DELAY_MS:-0}" \
 		>"$dir/stdout.log" 2>&1 </dev/null &
 	echo $! >"$dir/pid"
 	# KMIP_SERVER_START_TIMEOUT (seconds, default 15): PyKMIP imports slowly in an emulated guest

@@ -143,7 +143,7 @@ OUT=$(counters)
 expect_eq "$(json_get "$OUT" "j['requests_by_action']['Decrypt']")" 3 "Decrypt sent three times"
 expect_eq "$(json_get "$OUT" "j['responses_by_status'].get('400',0)")" 2 "two ThrottlingException replies"
 fake_ctl aws /faults '{"throttle":10,"action":"Decrypt"}' >/dev/null
-expect_rc 4 "throttled on every attempt is unavailable" -- "$K" check a.img
+expect_rc 4 "throttled on every attempt is unavailable" -- "$K" --timeout 5 check a.img
 expect_out "ThrottlingException" "message names ThrottlingException"
 fake_ctl aws /faults/reset '{}' >/dev/null
 fake_ctl aws /faults '{"error5xx":10,"action":"Decrypt"}' >/dev/null

@@ -159,6 +159,17 @@ jrun format 0 volumes -- format a.img --kms lab
 expect_eq "$(jq_get "len(j['volumes'][0]['recovery_key'])")" 71 "format: the recovery key, inside the item"
 jrun format 0 volumes -- format b.img --kms lab --recovery-key-file b.rec
 jrun format 0 volumes -- format c.img --kms lab --no-recovery-key
+# the recovery key escrowed through a second configuration, and recovery-key show
+"$K" kms create esc --provider local --key-file esc.key --generate >/dev/null
+truncate -s 40M e.img
+jrun format 0 volumes -- format e.img --kms lab --recovery-key-escrow esc --recovery-key-file e.esc
+expect_eq "$(jq_get "j['volumes'][0]['recovery_key_escrow']")" esc "format: the escrow's configuration"
+jrun recovery-key 0 volumes -- recovery-key show e.esc --device e.img --output e.key
+expect_eq "$(jq_get "(j['volumes'][0]['result'], j['volumes'][0]['tested'], 'recovery_key' in j['volumes'][0])")" \
+	"('recovered', True, False)" "recovery-key show: recovered and tested, the key not in the document"
+jrun recovery-key 5 volumes -- recovery-key show e.esc --device c.img --output e2.key
+jrun recovery-key 6 error -- recovery-key show nosuch.esc --output e3.key
+jrun recovery-key 2 error -- recovery-key show e.esc
 jrun format 7 volumes -- format a.img --kms lab
 expect_eq "$(jq_get "(j['volumes'][0]['device'], j['volumes'][0]['exit'])")" "('$tmp/a.img', 7)" "format refusal: the device's item"
 jrun format 5 volumes -- format small.img --kms lab

@@ -3,7 +3,7 @@
 # (tests/fakes/kmip_server.sh: TLS 1.2, client certificates from a test CA, sqlite database):
 # kms create (creating the key, or with --key-id; each mode), show, check, format and check of LUKS2
 # image files, refused certificates, a revoked key (exit 3), an unreachable server (exit 4), and,
-# through tests/unit/test_kmip_provider_live.c, concurrent unwraps on one connection and the
+# through tests/unit/test_kmip_provider_live.c, concurrent unwraps through one context and the
 # reconnect after a server restart.  No device-mapper, no root (activation: tests/vm/).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -149,11 +149,14 @@ for cipher in gcm cbc; do
 	before=$(conns)
 	KMIP_TEST_PORT=$port KMIP_TEST_CERTS=$C KMIP_TEST_CIPHER=$cipher \
 		KMIP_TEST_RESTART="bash '$srvsh' stop '$tmp/srv' && bash '$srvsh' start '$tmp/srv' $port >/dev/null" \
-		expect_rc 0 "provider ($cipher): 8 threads on one connection, reconnect after restart" -- \
+		expect_rc 0 "provider ($cipher): 8 threads through one context, reconnect after restart" -- \
 		"$build/test_kmip_provider_live"
 	expect_out "[  PASSED  ] 1 test" "live provider test ran (not skipped)"
-	# provision (1) + the shared context (1) + one reconnect after the restart (1)
-	expect_eq "$(($(conns) - before))" 3 "($cipher) 80 requests from 8 threads used one connection, then one new one"
+	# provision (1) + the shared context's pool (1 to 4) + one reconnect after the restart (1):
+	# after the restart the sequential unwraps keep to one connection (test_kmip_pool.sh: overlap)
+	n=$(($(conns) - before))
+	((n >= 3 && n <= 6)) && pass "($cipher) 80 requests from 8 threads used at most 4 connections, then one new one ($n)" ||
+		failed "($cipher) $n connections (expected 3..6)"
 done
 expect_rc 0 "check after server restart (same database)" -- "$K" check g.img
 

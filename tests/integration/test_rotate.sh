@@ -4,7 +4,8 @@
 # record and the audit log; a header backup taken before the rotation still opens while the KMS
 # keeps the old version and stops when it does not; kms delete refuses a configuration a volume was
 # ever wrapped under; the unlock path (check) falls back to the second token of an interrupted
-# rotation; a multi-KMS token is refused.  Image files, no device-mapper.
+# rotation; an invalid version-2 token is refused (valid multi-KMS rotations:
+# test_rotate_multi.sh).  Image files, no device-mapper.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=${KMSCRYPT_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
@@ -142,14 +143,14 @@ expect_eq "$(grep '"action":"unbind"' state/audit.log | tail -n1 | json_get "$(c
 	"the unbind audit record names the old binding"
 expect_eq "$(cryptsetup luksDump w.img | grep -cE '^  [0-9]+: luks2$')" 1 "only the recovery keyslot is left"
 
-# ---- a revoked volume and a multi-KMS token are refused, nothing changed
+# ---- a revoked volume and an invalid version-2 token (no threshold, no wraps) are refused
 truncate -s 20M m.img
 "$K" -q format m.img --kms lab --no-recovery-key >/dev/null 2>&1
 cryptsetup token export m.img --token-id 0 | sed 's/"version":1/"version":2/; s/"version": 1/"version": 2/' >v2.json
 cryptsetup token remove m.img --token-id 0
 cryptsetup token import m.img --json-file v2.json --key-slot 0 --token-id 0
-expect_rc 8 "rotate-master refuses a multi-KMS (version 2) token" -- "$K" rotate-master m.img
-expect_out "does not yet support multi-KMS bindings" "... and says so"
+expect_rc 8 "rotate-master refuses an invalid version-2 token" -- "$K" rotate-master m.img
+expect_out "is invalid: field 'threshold'" "... and says so"
 expect_rc 8 "so does rotate-secret" -- "$K" rotate-secret m.img
 hist=$(json_get "$(state v.img)" "len(j['history'])")
 expect_rc 0 "revoke" -- "$K" revoke v.img --reason drill

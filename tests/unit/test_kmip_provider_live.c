@@ -5,9 +5,11 @@
  *   KMIP_TEST_PORT=<port> KMIP_TEST_CERTS=<dir>  KMIP_TEST_RESTART=<shell command restarting the
  *   server on the same port and database>
  * and skipped without them (a plain unit-test run).
- *   - 8 threads unwrap concurrently through one context (as `unlock --all` does);
+ *   - 8 threads unwrap concurrently through one context (as `unlock --all` does), over its pool of
+ *     connections;
  *   - after the server restarts, the same context reconnects and unwraps again.
- * The script counts the server's connections: one before the restart, one after.
+ * test_kmip.sh counts the server's connections (the pool's, then one after the restart);
+ * test_kmip_pool.sh checks that requests overlap.
  */
 #include <errno.h>
 #include <pthread.h>

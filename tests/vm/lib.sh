@@ -370,6 +370,20 @@ assert_in() { # "A|B|C" SEEN WHAT
 	t_ok "$3 = '$2'"
 }
 
+# t_certs DIR: the test PKI of tests/fakes/mkcerts.sh (CA, server and client certificates) in DIR.
+# ctest makes it once on the host (test vm/pki, a fixture of every VM test: BUILD/vm/pki) and a
+# guest copies it: mkcerts.sh runs ~15 openssl processes, ~10 s under TCG. Run without ctest (or
+# with certificates expiring within a day), the guest makes its own, as before.
+t_certs() {
+	local pki=${KMSCRYPT_BUILD_DIR:-/nonexistent}/vm/pki
+	if [[ -s $pki/ca.pem && -s $pki/other-client.key ]] &&
+		openssl x509 -in "$pki/server.pem" -noout -checkend 86400 >/dev/null 2>&1; then
+		mkdir -p -- "$1" && cp -- "$pki"/* "$1"/
+	else
+		bash "${BASH_SOURCE[0]%/*}/../fakes/mkcerts.sh" "$1" >/dev/null 2>&1
+	fi
+}
+
 # t_kms_local NAME: a local-provider KMS with a freshly generated master key in $WORK/NAME.key.
 t_kms_local() {
 	kc 0 "create local KMS '$1'" -- kms create "$1" --provider local --key-file "$WORK/$1.key" \

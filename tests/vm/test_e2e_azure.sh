@@ -16,7 +16,7 @@ ip link set lo up
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 FK=$(mktemp -d /tmp/kmscrypt-fake-azure.XXXXXX)
-bash "$SRC/tests/fakes/mkcerts.sh" "$FK/certs" >/dev/null 2>&1
+t_certs "$FK/certs" # the host-made test PKI (tests/fakes/mkcerts.sh)
 CA=$FK/certs/ca.pem
 TENANT=72f988bf-0000-4000-8000-00000000aaaa
 CID=11111111-2222-4333-8444-555555555555

@@ -30,7 +30,7 @@ ip link set lo up
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 FK=$(mktemp -d /tmp/kmscrypt-fake-aws.XXXXXX)
-bash "$SRC/tests/fakes/mkcerts.sh" "$FK/certs" >/dev/null 2>&1
+t_certs "$FK/certs" # the host-made test PKI (tests/fakes/mkcerts.sh)
 CA=$FK/certs/ca.pem
 /usr/bin/python3 "$SRC/tests/fakes/fake_aws_kms.py" --certs "$FK/certs" --portfile "$FK/port" \
 	--control-portfile "$FK/cport" >"$FK/log" 2>&1 &

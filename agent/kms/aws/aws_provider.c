@@ -354,11 +354,23 @@ static int aws_op_build(void *pctx, const void *p, struct http_request *ret)
 	return -EINVAL;
 }
 
-/* ThrottlingException comes as HTTP 400: retry what the codec calls transient. */
+/* ThrottlingException comes as HTTP 400: retry what the codec calls transient, and say which of
+ * those are the request quota (more attempts: remote.c). */
 static int aws_transient(const struct http_response *resp, void *userdata)
 {
+	static const char *const throttled[] = {
+	    "ThrottlingException", "Throttling", "ThrottledException", "LimitExceededException",
+	    "RequestLimitExceeded", "TooManyRequestsException",
+	};
+	struct kms_error e = {};
+
 	(void)userdata;
-	return resp->status != 200 && aws_parse_error(resp, NULL) == -EAGAIN;
+	if (resp->status == 200 || aws_parse_error(resp, &e) != -EAGAIN)
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(throttled); i++)
+		if (strcmp(e.code, throttled[i]) == 0)
+			return HTTP_RETRY_THROTTLED;
+	return 1;
 }
 
 /* KMS refused the (IMDS) credentials themselves: worth one fresh login. */
@@ -488,12 +500,13 @@ static int aws_describe(void *p, struct kms_key_info *ret, struct kms_error *err
 
 /* ---- wrap and unwrap ------------------------------------------------------------------------- */
 
-/* The EncryptionContext of a volume keyslot; @slot is the caller's buffer for the number. */
+/* The EncryptionContext of a volume keyslot; @slot is the caller's buffer for the number.  The
+ * recovery key escrow has "recovery" there (codec/kms_error.h): same keys, so `kms policy`'s
+ * condition on kms:EncryptionContextKeys holds for it too. */
 static void aws_context(const struct kms_aad *aad, char slot[16], struct aws_kv ret[2])
 {
-	snprintf(slot, 16, "%d", aad->keyslot);
 	ret[0] = (struct aws_kv){"kmscrypt:volume", aad->uuid};
-	ret[1] = (struct aws_kv){"kmscrypt:keyslot", slot};
+	ret[1] = (struct aws_kv){"kmscrypt:keyslot", kms_aad_slot(aad, slot)};
 }
 
 static int aws_wrap(void *p, const struct kms_aad *aad, const struct secret *plain,

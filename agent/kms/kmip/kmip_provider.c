@@ -730,12 +730,14 @@ static int unwrap_server(struct kmip_ctx *c, bool gcm, const char *aad, size_t a
 		return 0;
 	}
 	r = cbc_inner_open(plain, aad, aad_len, ret);
-	if (r == -EACCES)
+	if (r == -EACCES) {
+		char slot[16];
 		return kms_error_reject(
 		    err, r, "InvalidCiphertext",
-		    "wrapped secret does not authenticate for volume %s keyslot %d "
+		    "wrapped secret does not authenticate for volume %s keyslot %s "
 		    "(token tampered with, or copied from another volume)",
-		    a->uuid, a->keyslot);
+		    a->uuid, kms_aad_slot(a, slot));
+	}
 	return r;
 }
 

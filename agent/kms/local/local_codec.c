@@ -134,7 +134,7 @@ int local_open(const struct secret *key, const char *aad, const uint8_t *blob, s
 int local_open_volume(const struct secret *key, const struct kms_aad *aad, const uint8_t *blob,
 		      size_t len, struct secret **ret_plain, struct kms_error *err)
 {
-	char aadbuf[128];
+	char aadbuf[128], slot[16];
 	int r;
 
 	r = kms_aad_format(aad, aadbuf, sizeof(aadbuf));
@@ -143,9 +143,9 @@ int local_open_volume(const struct secret *key, const struct kms_aad *aad, const
 	r = local_open(key, aadbuf, blob, len, ret_plain);
 	if (r == -EACCES)
 		return kms_error_reject(err, r, "InvalidCiphertext",
-					"wrapped secret does not authenticate for volume %s keyslot %d "
-					"(token tampered with, or copied from another volume)",
-					aad->uuid, aad->keyslot);
+					"wrapped secret does not authenticate for volume %s keyslot "
+					"%s (token tampered with, or copied from another volume)",
+					aad->uuid, kms_aad_slot(aad, slot));
 	if (r == -EBADMSG)
 		return kms_error_reject(err, r, "InvalidCiphertext",
 					"wrapped secret has a bad length");
