@@ -18,7 +18,9 @@ export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 FK=$(mktemp -d /tmp/kmscrypt-fake-aws.XXXXXX)
 t_certs "$FK/certs" # the host-made test PKI (tests/fakes/mkcerts.sh)
 CA=$FK/certs/ca.pem
-/usr/bin/python3 "$SRC/tests/fakes/fake_aws_kms.py" --certs "$FK/certs" --portfile "$FK/port" \
+# --h2: the fake offers HTTP/2 (ALPN), as AWS KMS endpoints do; kmscrypt multiplexes a run's
+# requests on one TLS connection then (HTTP/1.1 only: a bounded pool, tests/unit/test_kms_concurrency)
+/usr/bin/python3 "$SRC/tests/fakes/fake_aws_kms.py" --h2 --certs "$FK/certs" --portfile "$FK/port" \
 	--control-portfile "$FK/cport" --imds-portfile "$FK/iport" >"$FK/log" 2>&1 &
 FAKE_PID=$!
 trap 'kill "$FAKE_PID" 2>/dev/null || true; t_global_cleanup' EXIT
@@ -142,10 +144,11 @@ case_unlock_all_one_connection() {
 	n_ok=$(jq '[.volumes[] | select(.result == "unlocked")] | length' "$T_OUT")
 	assert_eq "$N_MANY" "$n_ok" "volumes unlocked"
 	fctl /counters >"$WORK/counters.json"
-	t_log "counters: $(jq -c '{tcp_connections, tls_handshakes, tls_resumed, requests}' "$WORK/counters.json")"
+	t_log "counters: $(jq -c '{tcp_connections, tls_handshakes, tls_resumed, requests, h2_connections, in_flight_max}' "$WORK/counters.json")"
 	assert_eq "$N_MANY" "$(jq '.requests_by_action.Decrypt' "$WORK/counters.json")" "Decrypt requests"
 	assert_eq 1 "$(jq .tls_handshakes "$WORK/counters.json")" "TLS handshakes for $N_MANY volumes"
 	assert_eq 1 "$(jq .tcp_connections "$WORK/counters.json")" "TCP connections for $N_MANY volumes"
+	assert_eq 1 "$(jq .h2_connections "$WORK/counters.json")" "HTTP/2 connections for $N_MANY volumes"
 	assert_eq ACTIVE "$(t_dm_state "kv-m$N_MANY")" "kv-m$N_MANY is open"
 	kc 0 "lock --all" -- lock --all
 }

@@ -38,7 +38,8 @@ t_kms_kmip() {
 	assert_match '^.+$' "$KEYID" "KeyId recorded for '$1'"
 }
 
-# unlock --all (one connection), revoke, restore refused while the server is down, then accepted.
+# unlock --all (one connection per request in flight at most: the KMIP pool, never more
+# connections than volumes), revoke, restore refused while the server is down, then accepted.
 case_revoke_restore_kmip() {
 	local deva uuida devb uuidb reader before
 	t_kms_kmip kk
@@ -46,7 +47,10 @@ case_revoke_restore_kmip() {
 	t_volume devb uuidb kb kk kv-kb
 	before=$(conns)
 	kc 0 "unlock --all" -- unlock --all
-	assert_eq 1 "$(($(conns) - before))" "KMIP connections for unlock --all of 2 volumes"
+	local opened=$(($(conns) - before))
+	((opened >= 1 && opened <= 2)) ||
+		t_fail "KMIP connections for unlock --all of 2 volumes" "1 or 2" "$opened"
+	t_ok "KMIP connections for unlock --all of 2 volumes: $opened"
 	assert_eq ACTIVE "$(t_dm_state kv-ka)" "kv-ka after unlock --all"
 	assert_eq ACTIVE "$(t_dm_state kv-kb)" "kv-kb after unlock --all"
 	assert_table_uses_keyring kv-ka
