@@ -12,6 +12,12 @@
 #   KMSCRYPT_BENCH_RAW        CSV file to append one line per measurement to (in the shared dir)
 #   KMSCRYPT_BENCH_ANCHORS    anchors to run, comma-separated: floor,suspend,clevis,argon2
 #                             (default all)
+#   KMSCRYPT_BENCH_ANCHOR_SIZES  the volume counts at which the slow anchors (clevis, argon2) run
+#                             (default all of KMSCRYPT_BENCH_SIZES)
+#   KMSCRYPT_BENCH_ANCHOR_REPS   the slow anchors run in the first this many repetitions only
+#                             (default all)
+#   KMSCRYPT_BENCH_DEADLINE   optional: a time (seconds since the epoch) after which no new
+#                             measurement starts; the run then ends early and successfully
 # Output: KMSCRYPT_BENCH_RAW gets
 #   rep,n,latency_ms,tool,op,seconds,rss_kb,kms_requests,tls_handshakes
 # (empty fields where a value does not apply). Progress goes to stderr.
@@ -35,11 +41,15 @@ SRC=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 IFS=, read -r -a SIZES <<<"$KMSCRYPT_BENCH_SIZES"
 IFS=, read -r -a LATS <<<"$KMSCRYPT_BENCH_LATENCY"
 REPS=$KMSCRYPT_BENCH_REPS
+ANCHOR_SIZES=,${KMSCRYPT_BENCH_ANCHOR_SIZES:-$KMSCRYPT_BENCH_SIZES},
+ANCHOR_REPS=${KMSCRYPT_BENCH_ANCHOR_REPS:-$REPS}
 FLOOR=$KMSCRYPT_BENCH_FLOOR
 RAW=$KMSCRYPT_BENCH_RAW
 NMAX=0
 for n in "${SIZES[@]}"; do ((n > NMAX)) && NMAX=$n; done
 has() { [[ $ANCHORS == *",$1,"* ]]; }
+# slow ANCHOR REP N: whether the clevis or argon2id anchor runs in this repetition at this N
+slow() { has "$1" && (($2 <= ANCHOR_REPS)) && [[ $ANCHOR_SIZES == *",$3,"* ]]; }
 if has clevis; then
 	for t in clevis jose /usr/libexec/tangd /usr/libexec/tangd-keygen; do
 		command -v "$t" >/dev/null ||
@@ -147,21 +157,52 @@ if has argon2; then
 		--pbkdf argon2id "$dev" "$W/pw2"
 	read -r t m p < <(cryptsetup luksDump --dump-json-metadata "$dev" |
 		jq -r ".keyslots.\"$ARGON_SLOT\".kdf | \"\\(.time) \\(.memory) \\(.cpus)\"")
-	note "default argon2id keyslot: time cost $t, memory $m KiB, $p threads"
+	avail=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+	note "default argon2id keyslot: time cost $t, memory $m KiB, $p threads ($avail KiB available)"
 	echo "# argon2id keyslot (cryptsetup's default, benchmarked in the guest): time=$t memory_kib=$m threads=$p" >>"$RAW.info"
+	# cryptsetup caps the default at half the RAM; the opens run one at a time, but the images and
+	# the guest's tmpfs root share that RAM: rather than be OOM-killed half-way, the run goes on
+	# without this anchor (and says so); --mem gives the guest more
+	if ((m + 262144 >= avail)); then
+		note "the argon2id keyslot needs $m KiB and only $avail KiB are available: no argon2id anchor"
+		echo "# argon2id anchor dropped: its keyslot needs $m KiB, the guest had $avail KiB available (raise --mem)" >>"$RAW.info"
+		ANCHORS=${ANCHORS//,argon2,/,}
+	fi
 fi
 losetup -d "$dev"
-note "preparing $NMAX images"
-for ((i = 1; i <= NMAX; i++)); do
-	img=$W/v$i.img
-	cp --sparse=always "$W/tpl.img" "$img"
-	dev=$(losetup --find --show "$img")
-	cryptsetup luksUUID -q --uuid "$(</proc/sys/kernel/random/uuid)" "$dev"
-	cryptsetup config --label "kv-b$i" "$dev"
+prep_one() { # I: bind image I (its own UUID and label already) with kmscrypt
+	local dev
+	dev=$(losetup --find --show "$W/v$1.img")
+	# binds wait for each other on the state lock (120 s); the rest overlaps
 	K bind "$dev" --kms bk --key-file "$W/pw" >/dev/null
 	losetup -d "$dev"
+}
+# one job per vCPU: at N = 128 the images cost minutes under TCG, and nothing is timed here
+PREP_JOBS=$(nproc)
+note "preparing $NMAX images ($PREP_JOBS at a time)"
+t_prep=$SECONDS
+imgs=()
+for ((i = 1; i <= NMAX; i++)); do
+	cp --sparse=always "$W/tpl.img" "$W/v$i.img"
+	imgs+=("$W/v$i.img")
 done
-note "images ready"
+# a new random UUID and the label kv-b<i> for every image, in one process
+"$FLOOR" relabel kv-b "${imgs[@]}" || die "cannot give the images their UUIDs and labels"
+# worker J binds images J, J + PREP_JOBS, ...; each worker is waited for by its PID (`wait -n`
+# misses a job that ended before it was called, and would then wait for the fake forever)
+workers=()
+for ((j = 1; j <= PREP_JOBS; j++)); do
+	(
+		set -e
+		for ((i = j; i <= NMAX; i += PREP_JOBS)); do prep_one "$i"; done
+	) &
+	workers+=($!)
+done
+for pid in "${workers[@]}"; do
+	wait "$pid" || die "preparing the images failed"
+done
+note "images ready ($((SECONDS - t_prep)) s)"
+echo "# setup: $NMAX images bound in $((SECONDS - t_prep)) s" >>"$RAW.info"
 
 DEVS=()
 attach() { # N: loop devices for the first N images only (what --all sees)
@@ -316,24 +357,42 @@ bench_argon2() { # REP N
 	"$FLOOR" close "${nm[@]}"
 }
 
+# in_time WHAT: whether the deadline still allows starting WHAT; records the first refusal
+STOPPED=
+in_time() {
+	[[ -z $STOPPED ]] || return 1
+	if [[ -z ${KMSCRYPT_BENCH_DEADLINE:-} ]] || (($(date +%s) < KMSCRYPT_BENCH_DEADLINE)); then
+		return 0
+	fi
+	STOPPED=$1
+	note "the time budget is spent: stopping before $1"
+	echo "# BUDGET: the time budget (--budget) ended the run before $1" >>"$RAW.info"
+	return 1
+}
+
 # ---- the measurements: every repetition runs every tool, interleaved, for every N
 for ((rep = 1; rep <= REPS; rep++)); do
 	for n in "${SIZES[@]}"; do
+		in_time "rep $rep N=$n" || break 2
 		attach "$n"
 		for lat in "${LATS[@]}"; do
+			in_time "rep $rep N=$n kmscrypt at $lat ms" || break 3
 			note "rep $rep/$REPS N=$n: kmscrypt at ${lat} ms"
 			bench_kmscrypt "$rep" "$n" "$lat"
 		done
 		fctl /faults/reset '{}' >/dev/null
 		if has floor || has suspend; then
+			in_time "rep $rep N=$n floor and suspend loop" || break 2
 			note "rep $rep/$REPS N=$n: floor and suspend/resume loop"
 			bench_floor_and_suspend "$rep" "$n"
 		fi
-		if has clevis; then
+		if slow clevis "$rep" "$n"; then
+			in_time "rep $rep N=$n clevis" || break 2
 			note "rep $rep/$REPS N=$n: clevis + tang"
 			bench_clevis "$rep" "$n"
 		fi
-		if has argon2; then
+		if slow argon2 "$rep" "$n"; then
+			in_time "rep $rep N=$n argon2id" || break 2
 			note "rep $rep/$REPS N=$n: cryptsetup open (argon2id)"
 			bench_argon2 "$rep" "$n"
 		fi

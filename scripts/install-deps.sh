@@ -27,6 +27,8 @@ packages=(
 	python3-prometheus-client
 	# the JSON Schema validator of every command's --json output (tests/integration/test_json_schema.sh)
 	python3-jsonschema
+	# counting dm ioctls in the guest (tests/vm/test_revoke_scaling.sh)
+	strace
 )
 
 missing=()

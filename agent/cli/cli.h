@@ -66,8 +66,8 @@ int cli_reject_options(const char *cmd, int argc, char **argv);
 void cli_print_json(struct json_object *o);
 /* The same for a document where the string member whose value is @placeholder stands for the
  * secret @key: the key goes from locked memory straight to stdout, never into json-c's heap.
- * @key must need no JSON escaping (modhex). */
-void cli_print_json_secret(struct json_object *o, const char *placeholder,
+ * @key must need no JSON escaping (modhex).  0, or -EIO when the key could not be written. */
+int cli_print_json_secret(struct json_object *o, const char *placeholder,
 			   const struct secret *key);
 /* Whether this run printed its JSON document yet. */
 bool cli_json_printed(void);

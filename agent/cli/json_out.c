@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* --json: one document on stdout per run (cli.h; the shapes: man/kmscrypt-json.schema.json). */
 #include <ctype.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
 
@@ -33,10 +36,11 @@ void cli_print_json(struct json_object *o)
 	json_printed = true;
 }
 
-void cli_print_json_secret(struct json_object *o, const char *placeholder, const struct secret *key)
+int cli_print_json_secret(struct json_object *o, const char *placeholder, const struct secret *key)
 {
 	const char *js = json_text(o), *at;
 	size_t pl = strlen(placeholder);
+	int r = 0;
 
 	/* the placeholder is printed by json-c as it is ("@...@" needs no escaping) */
 	for (at = strstr(js, placeholder); at; at = strstr(at + 1, placeholder))
@@ -45,11 +49,16 @@ void cli_print_json_secret(struct json_object *o, const char *placeholder, const
 	if (!at) {
 		log_error("Internal error: cannot place the secret in the JSON output.");
 		json_object_put(o);
-		return;
+		return -EINVAL;
 	}
-	printf("%.*s%.*s%s\n", (int)(at - js), js, (int)key->len, (const char *)key->buf, at + pl);
+	/* the key by write(2): stdout's buffer is not wiped and would keep a copy */
+	printf("%.*s", (int)(at - js), js);
+	if (fflush(stdout) != 0 || fd_write_all(STDOUT_FILENO, key->buf, key->len) < 0)
+		r = -EIO;
+	printf("%s\n", at + pl);
 	json_object_put(o);
 	json_printed = true;
+	return r;
 }
 
 struct json_object *json_str_or_null(const char *s)

@@ -148,8 +148,9 @@ static int recovery_show(struct cli *c, int argc, char **argv)
 		cli_print_volume(o);
 	} else if (output && strcmp(output, "-") == 0) {
 		/* verbatim, no newline: what 'cryptsetup --key-file -' and 'kmscrypt bind
-		 * --key-file -' read */
-		if (fwrite(key->buf, 1, key->len, stdout) != key->len || fflush(stdout) != 0) {
+		 * --key-file -' read; by write(2) from its locked memory, never through the
+		 * buffer of stdout (not wiped, it would keep a copy) */
+		if (fflush(stdout) != 0 || fd_write_all(STDOUT_FILENO, key->buf, key->len) < 0) {
 			r = log_error_errno(EIO, "Cannot write the recovery key to stdout.");
 			goto out;
 		}
@@ -161,11 +162,14 @@ static int recovery_show(struct cli *c, int argc, char **argv)
 			       e.uuid, e.kms, output, device ? ", tested on the device" : "");
 	} else {
 		/* a terminal: the operator reads or types it */
-		printf("Recovery key of volume %s%s%s%s (escrowed through KMS '%s')%s:\n\n    "
-		       "%.*s\n\n",
+		printf("Recovery key of volume %s%s%s%s (escrowed through KMS '%s')%s:\n\n    ",
 		       e.uuid, e.label ? ", label '" : "", e.label ?: "", e.label ? "'" : "", e.kms,
-		       device ? ", tested on the device" : "", (int)key->len,
-		       (const char *)key->buf);
+		       device ? ", tested on the device" : "");
+		if (fflush(stdout) != 0 || fd_write_all(STDOUT_FILENO, key->buf, key->len) < 0) {
+			r = log_error_errno(EIO, "Cannot write the recovery key to stdout.");
+			goto out;
+		}
+		printf("\n\n");
 		fflush(stdout);
 	}
 	r = 0;

@@ -1,135 +1,27 @@
 /* SPDX-License-Identifier: MIT */
-/* kmscrypt format | bind | unbind | check: LUKS2 header work; no device-mapper needed. */
+/* kmscrypt format | bind | unbind | check: options in, text/JSON out; the flows are core/format.c's
+ * (format, bind, unbind) and core/flows.h's (check's unwrap). */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
 #include "cli/cli.h"
-#include "core/escrow.h"
 #include "core/flows.h"
+#include "core/format.h"
 #include "core/vol.h"
 #include "codec/token.h"
-#include "config/kms_config.h"
 #include "kmscrypt/exit.h"
 #include "kmscrypt/token.h"
-#include "state/state.h"
 #include "util/cleanup.h"
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
 #include "volume/volume.h"
-
-#define AUTH_KEY_MAX (8 * 1024 * 1024) /* cryptsetup's default key file size limit */
-
-/* format's floor: libcryptsetup's default LUKS2 header (16 MiB: two 16 KiB JSON areas and the
- * keyslots area) plus 1 MiB of data, the least a filesystem or a test image can use. */
-#define FORMAT_HEADER_BYTES (16ull << 20)
-#define FORMAT_DATA_MIN_BYTES (1ull << 20)
-
-static int device_size(const char *device, uint64_t *ret)
-{
-	_cleanup_close_ int fd = -1;
-	struct stat st;
-
-	fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	if (S_ISREG(st.st_mode)) {
-		*ret = (uint64_t)st.st_size;
-		return 0;
-	}
-	return ioctl(fd, BLKGETSIZE64, ret) < 0 ? -errno : 0;
-}
-
-static int device_exists(const char *device)
-{
-	struct stat st;
-
-	if (stat(device, &st) < 0)
-		return log_error_errno(errno, "Cannot use '%s': %m", device);
-	if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
-		return log_error_errno(EINVAL, "'%s' is neither a block device nor an image file.",
-				       device);
-	return 0;
-}
-
-static int uuid_random(char buf[40])
-{
-	uint8_t b[16];
-	struct secret *s;
-	int r;
-
-	r = secret_random(sizeof(b), &s);
-	if (r < 0)
-		return r;
-	memcpy(b, s->buf, sizeof(b));
-	secret_free(s);
-	b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
-	b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
-	snprintf(buf, 40,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
-	return 0;
-}
-
-/* A printable recovery passphrase: 256 random bits as 64 modhex characters in groups of 8
- * (the alphabet systemd-cryptenroll uses, unambiguous on any keyboard layout). */
-static int recovery_generate(struct secret **ret)
-{
-	static const char modhex[] = "cbdefghijklnrtuv";
-	_cleanup_secret_ struct secret *rnd = NULL, *out = NULL;
-	int r;
-
-	r = secret_random(32, &rnd);
-	if (r < 0)
-		return r;
-	r = secret_new(80, &out);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < 32; i++) {
-		if (i > 0 && i % 4 == 0)
-			out->buf[out->len++] = '-';
-		out->buf[out->len++] = (uint8_t)modhex[rnd->buf[i] >> 4];
-		out->buf[out->len++] = (uint8_t)modhex[rnd->buf[i] & 15];
-	}
-	*ret = TAKE_PTR(out);
-	return 0;
-}
-
-/* The token of a new binding (core_wrap_token(), core/bind.c); logs on failure. */
-static int wrap_token(struct kms_handle *h, const char *uuid, int keyslot,
-		      const struct secret *secret, char **ret_json)
-{
-	char why[768];
-	int r = core_wrap_token(&h, 1, 1, false, uuid, keyslot, secret, ret_json, why, sizeof(why));
-
-	return r < 0 ? log_error_errno(r, "%s.", why) : r;
-}
-
-/* A version-2 token (include/kmscrypt/token.h) for @n KMSs: the secret wrapped by each (@k 1), or
- * split into @n Shamir shares, k needed, share i wrapped by KMS i.  Logs on failure. */
-static int wrap_token_multi(struct kms_handle *hs, size_t n, unsigned k, const char *uuid,
-			    int keyslot, const struct secret *secret, char **ret_json)
-{
-	struct kms_handle *hp[KMSCRYPT_TOKEN_MAX_WRAPS];
-	char why[768];
-	int r;
-
-	for (size_t i = 0; i < n && i < KMSCRYPT_TOKEN_MAX_WRAPS; i++)
-		hp[i] = &hs[i];
-	r = core_wrap_token(hp, n, k, true, uuid, keyslot, secret, ret_json, why, sizeof(why));
-	return r < 0 ? log_error_errno(r, "%s.", why) : r;
-}
 
 /* --kms given more than once (at most KMSCRYPT_TOKEN_MAX_WRAPS, each once). */
 static int add_kms_name(const char **names, size_t *n, const char *name)
@@ -167,27 +59,6 @@ static int parse_threshold(const char *arg, size_t n, unsigned *ret)
 	return 0;
 }
 
-/* "KMS 'a' (local)" or "KMSs 'a', 'b', 'c' (2 of 3 needed)" */
-static void binding_desc(const struct kms_handle *hs, size_t n, unsigned k, char *buf, size_t len)
-{
-	size_t o = 0;
-
-	if (n == 1) {
-		snprintf(buf, len, "KMS '%s' (%s)", hs[0].cfg.name, hs[0].cfg.provider->name);
-		return;
-	}
-	o += (size_t)snprintf(buf, len, "KMSs");
-	for (size_t i = 0; i < n && o < len; i++)
-		o += (size_t)snprintf(buf + o, len - o, "%s '%s' (%s)", i ? "," : "", hs[i].cfg.name,
-				      hs[i].cfg.provider->name);
-	if (o < len) {
-		if (k == 1)
-			snprintf(buf + o, len - o, ", any one of which opens it");
-		else
-			snprintf(buf + o, len - o, ", %u of which open it", k);
-	}
-}
-
 /* --json of bind/format with several KMSs: "threshold" and "kms_list". */
 static void json_binding(json_object *o, const char *const *names, size_t n, unsigned k)
 {
@@ -202,58 +73,18 @@ static void json_binding(json_object *o, const char *const *names, size_t n, uns
 	json_object_object_add(o, "kms_list", arr);
 }
 
-static void record_binding(const struct cli *c, const char *action, const char *uuid,
-			   const char *device, const char *const *names, size_t n_names,
-			   const char *result)
+/* The only copy of the recovery key, on stdout from its locked memory: stdio would leave it in
+ * the unwiped buffer of stdout.  0 or -EIO. */
+static int print_recovery_key(const struct secret *key)
 {
-	struct volume_state s = {};
-	const char *kms = names[0];
-	char all[KMSCRYPT_TOKEN_MAX_WRAPS * 66] = "";
+	int r;
 
-	for (size_t i = 0, o = 0; i < n_names && o < sizeof(all); i++)
-		o += (size_t)snprintf(all + o, sizeof(all) - o, "%s%s", i ? "," : "", names[i]);
-	if (strcmp(result, "ok") == 0) {
-		for (size_t i = 0; i < n_names; i++) {
-			int r = usage_record(c->core.state_dir, names[i], uuid, device);
-			if (r < 0)
-				log_warning_errno(r, "Cannot record that '%s' uses KMS '%s', "
-						     "ignoring: %m",
-						  device, names[i]);
-		}
-		if (state_load(c->core.state_dir, uuid, &s) < 0)
-			snprintf(s.uuid, sizeof(s.uuid), "%s", uuid);
-		free(s.device);
-		free(s.kms);
-		s.device = strdup(device);
-		s.kms = strdup(kms);
-		s.revoked = false;
-		if (state_save(c->core.state_dir, &s) < 0)
-			log_warning("Cannot save state for %s, ignoring.", uuid);
-		volume_state_done(&s);
-	}
-	/* the binding made, as the header now holds it (every KMS, key version and the threshold,
-	 * as rotation records name it: core_binding_json()); without one, the names (configuration
-	 * names are [A-Za-z0-9._-]: no JSON escaping needed) */
-	char nb[sizeof(all) + 32];
-	struct volume_header hdr = {};
-	struct kmscrypt_token t = {};
-	json_object *b = NULL;
-
-	snprintf(nb, sizeof(nb), "{\"kms\":\"%s\"}", all);
-	if (strcmp(result, "ok") == 0 && core_read_volume(device, &hdr, &t, false) == 0 &&
-	    strcmp(hdr.uuid, uuid) == 0)
-		b = core_binding_json(&t);
-	(void)audit_append(c->core.state_dir,
-			   &(struct audit_record){.action = action,
-						  .uuid = uuid,
-						  .device = device,
-						  .kms = all,
-						  .result = result,
-						  .duration_ms = -1,
-						  .new_binding = b ? json_object_to_json_string(b) : nb});
-	json_object_put(b);
-	token_done(&t);
-	volume_header_done(&hdr);
+	printf("Recovery key (keyslot 1):\n\n    ");
+	if (fflush(stdout) != 0)
+		return -EIO;
+	r = fd_write_all(STDOUT_FILENO, key->buf, key->len);
+	printf("\n\n");
+	return r < 0 ? r : 0;
 }
 
 int cmd_format(struct cli *c, int argc, char **argv)
@@ -270,23 +101,14 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		{}};
 	const char *kms = NULL, *label = NULL, *recovery_path = NULL, *device, *threshold_arg = NULL;
 	const char *escrow_kms = NULL; /* --recovery-key-escrow: the file holds the wrapped key */
-	struct kms_handle escrow_h = {};
-	_cleanup_free_ char *envelope = NULL;
 	const char *names[KMSCRYPT_TOKEN_MAX_WRAPS];
 	size_t n_kms = 0;
 	unsigned threshold = 1;
-	char desc[KMSCRYPT_TOKEN_MAX_WRAPS * 80];
-	bool force = false, recovery_written = false, no_recovery = false;
+	bool force = false, no_recovery = false, print_failed = false;
 	unsigned long sector = 0;
-	uint64_t size = 0;
-	char mapping[128];
-	struct kms_handle hs[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
-	_cleanup_secret_ struct secret *secret = NULL, *recovery = NULL;
-	_cleanup_free_ char *token = NULL, *what = NULL;
-	struct volume_header old = {};
-	struct volume_mapping m = {};
-	char uuid[40];
-	int opt, r, lock = -1;
+	struct core_format_result res = {};
+	_cleanup_free_ char *what = NULL;
+	int opt, r;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
@@ -361,171 +183,45 @@ int cmd_format(struct cli *c, int argc, char **argv)
 		return log_error_errno(EINVAL, "--label must be at most 47 characters."),
 		       KMSCRYPT_EXIT_USAGE;
 	cli_json_target(c, device, NULL); /* --json: a failure from here on is this volume's item */
-	r = device_exists(device);
-	if (r < 0)
-		return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
-	r = device_size(device, &size);
-	if (r < 0)
-		return log_error_errno(r, "Cannot read the size of '%s': %m", device),
-		       cli_exit_code(r);
-	if (size < FORMAT_HEADER_BYTES + FORMAT_DATA_MIN_BYTES)
-		return log_error_errno(ENOSPC,
-				       "'%s' holds %llu bytes: too small for a LUKS2 volume, which "
-				       "needs 16 MiB of header and at least 1 MiB of data (17 MiB). "
-				       "Nothing was written.",
-				       device, (unsigned long long)size),
-		       cli_exit_code(-ENOSPC);
 
-	/* Ask (format --force over a signature) before taking the state lock: a person reading
-	 * the question must not hold up boot unlocks.  What was seen is checked again below. */
-	if (volume_read_header(device, &old) == 0 && volume_mapping_find(old.uuid, &m) == 0) {
-		r = log_error_errno(EBUSY,
-				    "'%s' (UUID %s) is open as '%s'. Lock it first; format never "
-				    "touches an open volume.",
-				    device, old.uuid, m.name);
-		goto out;
-	}
-	volume_header_done(&old);
-	r = volume_probe_blank(device, &what);
+	/* Ask (format --force over a signature) before core_format() takes the state lock: a
+	 * person reading the question must not hold up boot unlocks. */
+	r = core_format_probe(device, &what);
 	if (r == -EEXIST && !force) {
 		log_error("'%s' carries %s. Refusing to format it: that would destroy it. Pass "
 			  "--force if you really mean to.",
 			  device, what ? what : "a signature");
-		goto out;
+		return cli_exit_code(r);
 	}
 	if (r == -EEXIST) {
 		_cleanup_free_ char *warning = NULL;
 		if (asprintf(&warning, "This will overwrite %s on '%s' irrevocably.",
-			     what ? what : "the signature", device) < 0) {
-			r = -ENOMEM;
-			goto out;
-		}
+			     what ? what : "the signature", device) < 0)
+			return cli_exit_code(-ENOMEM);
 		r = cli_confirm(c, "format --force", warning);
-		if (r < 0)
-			goto out;
-	} else if (r < 0) {
-		log_error_errno(r, "Cannot probe '%s': %m", device);
-		goto out;
 	}
-	lock = core_lock(&c->core);
-	if (lock < 0) {
-		r = lock;
-		goto out;
-	}
-
-	/* Refuse to destroy anything, and never an open volume even with --force. */
-	if (volume_read_header(device, &old) == 0) {
-		if (volume_mapping_find(old.uuid, &m) == 0) {
-			r = log_error_errno(EBUSY,
-					    "'%s' (UUID %s) is open as '%s'. Lock it first; format "
-					    "never touches an open volume.",
-					    device, old.uuid, m.name);
-			goto out;
-		}
-	}
-	if (recovery_path && access(recovery_path, F_OK) == 0) {
-		r = log_error_errno(EEXIST,
-				    "Recovery key file '%s' already exists; choose a new path (it is "
-				    "never overwritten).",
-				    recovery_path);
-		goto out;
-	}
-	for (size_t i = 0; i < n_kms; i++) {
-		r = kms_handle_open(&c->core, names[i], &hs[i]);
-		if (r < 0)
-			goto out;
-	}
-	if (escrow_kms) {
-		r = kms_handle_open(&c->core, escrow_kms, &escrow_h);
-		if (r < 0)
-			goto out;
-	}
-	binding_desc(hs, n_kms, threshold, desc, sizeof(desc));
-
-	/* Wrap before writing anything: a KMS failure leaves the device untouched. */
-	r = uuid_random(uuid);
+	if (r < 0)
+		return cli_exit_code(r);
+	r = core_format(&c->core,
+			&(struct core_format_req){.device = device,
+						  .kms = names,
+						  .n_kms = n_kms,
+						  .threshold = threshold,
+						  .label = label,
+						  .recovery_path = recovery_path,
+						  .escrow_kms = escrow_kms,
+						  .no_recovery = no_recovery,
+						  .sector_size = (uint32_t)sector},
+			&res);
 	if (r < 0)
 		goto out;
-	r = secret_random(KMSCRYPT_SECRET_BYTES, &secret);
-	if (r < 0)
-		goto out;
-	if (n_kms == 1)
-		r = wrap_token(&hs[0], uuid, 0, secret, &token);
-	else
-		r = wrap_token_multi(hs, n_kms, threshold, uuid, 0, secret, &token);
-	if (r < 0)
-		goto out;
-	if (!no_recovery) {
-		r = recovery_generate(&recovery);
-		if (r < 0)
-			goto out;
-	}
-	if (escrow_kms) {
-		/* the file gets the key wrapped by the escrow configuration (codec/escrow.h) */
-		r = core_escrow_seal(&escrow_h, uuid, device, label, recovery, &envelope);
-		if (r < 0)
-			goto out;
-	}
-	if (recovery_path) {
-		/* Written first, so a volume never exists whose recovery key was lost. */
-		const void *data = envelope ? (const void *)envelope : (const void *)recovery->buf;
-		size_t len = envelope ? strlen(envelope) : recovery->len;
-		_cleanup_close_ int fd =
-			open(recovery_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
-		if (fd < 0 || write(fd, data, len) != (ssize_t)len || fsync(fd) < 0) {
-			r = log_error_errno(errno, "Cannot write recovery key file '%s': %m",
-					    recovery_path);
-			if (fd >= 0)
-				(void)unlink(recovery_path);
-			goto out;
-		}
-		recovery_written = true;
-	}
-	r = volume_format(device, &(struct volume_format_params){
-					  .uuid = uuid,
-					  .label = label,
-					  .keyslot = 0,
-					  .secret = secret,
-					  .recovery = recovery,
-					  .token_json = token,
-					  .sector_size = (uint32_t)sector,
-				  });
-	if (r < 0) {
-		log_error_errno(r, "Cannot format '%s': %m", device);
-		if (recovery_written)
-			(void)unlink(recovery_path);
-		record_binding(c, "format", uuid, device, names, n_kms, "error");
-		goto out;
-	}
-	record_binding(c, "format", uuid, device, names, n_kms, "ok");
-	if (escrow_kms) {
-		/* the escrow needs its configuration while the volume lives: kms delete refuses */
-		r = usage_record(c->core.state_dir, escrow_kms, uuid, device);
-		if (r < 0)
-			log_warning_errno(r, "Cannot record that '%s' uses KMS '%s' for its "
-					     "recovery key escrow, ignoring: %m",
-					  device, escrow_kms);
-		(void)audit_append(c->core.state_dir,
-				   &(struct audit_record){.action = "recovery-escrow",
-							  .uuid = uuid,
-							  .device = device,
-							  .kms = escrow_kms,
-							  .result = "ok",
-							  .duration_ms = -1});
-		r = 0;
-	}
-	core_default_mapping(label, uuid, mapping, sizeof(mapping));
-	if (label && strcmp(label, mapping) != 0)
-		log_notice("Label '%s' cannot be a device-mapper name; 'kmscrypt unlock' will open "
-			   "'%s' as /dev/mapper/%s (choose another with --name).",
-			   label, device, mapping);
 	if (c->json) {
-		json_object *o = cli_json_volume(device, uuid, 0, NULL);
+		json_object *o = cli_json_volume(device, res.uuid, 0, NULL);
 		json_object_object_add(o, "kms", json_object_new_string(kms));
-		json_object_object_add(o, "provider", json_object_new_string(hs[0].cfg.provider->name));
+		json_object_object_add(o, "provider", json_object_new_string(res.provider));
 		json_object_object_add(o, "keyslot", json_object_new_int(0));
 		json_binding(o, names, n_kms, threshold);
-		if (recovery)
+		if (!no_recovery)
 			json_object_object_add(o, "recovery_keyslot", json_object_new_int(1));
 		if (recovery_path)
 			json_object_object_add(o, "recovery_key_file",
@@ -534,19 +230,19 @@ int cmd_format(struct cli *c, int argc, char **argv)
 			json_object_object_add(o, "recovery_key_escrow",
 					       json_object_new_string(escrow_kms));
 		/* the only copy of the recovery key: printed from locked memory (cli.h) */
-		if (recovery && !recovery_path)
+		if (res.recovery)
 			json_object_object_add(o, "recovery_key",
 					       json_object_new_string("@recovery_key@"));
 		json_object *doc = json_object_new_object(), *arr = json_object_new_array();
 		json_object_array_add(arr, o);
 		json_object_object_add(doc, "volumes", arr);
-		if (recovery && !recovery_path)
-			cli_print_json_secret(doc, "@recovery_key@", recovery);
-		else
+		if (res.recovery && cli_print_json_secret(doc, "@recovery_key@", res.recovery) < 0)
+			print_failed = true;
+		else if (!res.recovery)
 			cli_print_json(doc);
 	} else if (!c->quiet) {
-		printf("Formatted '%s' as LUKS2 volume %s, bound to %s in keyslot 0.\n", device, uuid,
-		       desc);
+		printf("Formatted '%s' as LUKS2 volume %s, bound to %s in keyslot 0.\n", device,
+		       res.uuid, res.desc);
 		if (recovery_path && escrow_kms)
 			printf("Recovery key (keyslot 1) wrapped by KMS '%s' into '%s': keep a copy "
 			       "off this host; 'kmscrypt recovery-key show' unwraps it.\n",
@@ -555,14 +251,14 @@ int cmd_format(struct cli *c, int argc, char **argv)
 			printf("Recovery key (keyslot 1) written to '%s': store it offline.\n",
 			       recovery_path);
 	}
-	if (recovery && !recovery_path && !c->json) {
+	if (res.recovery && !c->json) {
 		/* The only copy, so printed even with -q: stdout is where the caller asked for it. */
-		printf("Recovery key (keyslot 1):\n\n    %.*s\n\n", (int)recovery->len,
-		       (const char *)recovery->buf);
+		if (print_recovery_key(res.recovery) < 0)
+			print_failed = true;
 	}
-	if (recovery && !recovery_path) {
+	if (res.recovery) {
 		fflush(stdout);
-		if (ferror(stdout))
+		if (ferror(stdout) || print_failed)
 			log_error("Could not print the recovery key of '%s'; add a new one with "
 				  "'cryptsetup luksAddKey' while the KMS works.",
 				  device);
@@ -570,19 +266,14 @@ int cmd_format(struct cli *c, int argc, char **argv)
 			log_warning("Store the recovery key of '%s' (UUID %s) offline now: it is shown "
 				    "only this once and opens the volume without the KMS (see "
 				    "RECOVERY in kmscrypt(8)).",
-				    device, uuid);
+				    device, res.uuid);
 	}
 	if (no_recovery)
 		log_warning("'%s' has no recovery key (--no-recovery-key): if KMS '%s' or its key is "
 			    "lost, so is the data. Add one with 'cryptsetup luksAddKey'.",
 			    device, kms);
 out:
-	if (lock >= 0)
-		close(lock);
-	volume_header_done(&old);
-	for (size_t i = 0; i < n_kms; i++)
-		kms_handle_done(&hs[i]);
-	kms_handle_done(&escrow_h);
+	core_format_result_done(&res);
 	return cli_exit_code(r);
 }
 
@@ -596,12 +287,8 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 	const char *names[KMSCRYPT_TOKEN_MAX_WRAPS];
 	size_t n_kms = 0;
 	unsigned threshold = 1;
-	char desc[KMSCRYPT_TOKEN_MAX_WRAPS * 80];
-	struct volume_header hdr = {};
-	struct kms_handle hs[KMSCRYPT_TOKEN_MAX_WRAPS] = {};
-	_cleanup_secret_ struct secret *auth = NULL, *secret = NULL;
-	_cleanup_free_ char *token = NULL;
-	int opt, r, lock = -1, keyslot;
+	struct core_bind_result res = {};
+	int opt, r;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
@@ -628,127 +315,56 @@ int cmd_bind(struct cli *c, int argc, char **argv)
 	if (abs)
 		device = abs;
 	cli_json_target(c, device, NULL); /* --json: a failure from here on is this volume's item */
-	r = device_exists(device);
+	r = core_bind(&c->core,
+		      &(struct core_bind_req){.device = device,
+					      .kms = names,
+					      .n_kms = n_kms,
+					      .threshold = threshold,
+					      .keyfile = keyfile},
+		      &res);
+	if (res.uuid[0])
+		cli_json_target(c, device, res.uuid);
 	if (r < 0)
 		return cli_exit_code(r);
-	lock = core_lock(&c->core);
-	if (lock < 0)
-		return cli_exit_code(lock);
-	r = volume_read_header(device, &hdr);
-	if (r < 0) {
-		log_error_errno(r, "'%s' is not a LUKS2 volume (%m). 'kmscrypt bind' adds kmscrypt "
-				   "to an existing LUKS2 volume; use 'kmscrypt format' for a new one.",
-				device);
-		r = r == -EINVAL ? -ENODEV : r;
-		goto out;
-	}
-	cli_json_target(c, device, hdr.uuid);
-	{
-		/* a bind or rotate-secret killed half-way: finish or undo it first (core/rotate.c) */
-		char why[512];
-		r = core_pending_cleanup(&c->core, device, hdr.uuid, why, sizeof(why));
-		if (r < 0) {
-			log_error("Cannot bind '%s' (UUID %s): %s.", device, hdr.uuid, why);
-			goto out;
-		}
-		if (r > 0) {
-			volume_header_done(&hdr);
-			r = volume_read_header(device, &hdr);
-			if (r < 0)
-				goto out;
-		}
-	}
-	if (hdr.token_id >= 0) {
-		r = log_error_errno(EEXIST,
-				    "'%s' (UUID %s) is already bound to kmscrypt (token %d). Unbind it "
-				    "first to bind it to another KMS.",
-				    device, hdr.uuid, hdr.token_id);
-		goto out;
-	}
-	/* Key files are used verbatim, as cryptsetup --key-file does. */
-	r = read_file_secret(keyfile, AUTH_KEY_MAX, 0, &auth);
-	if (r < 0) {
-		log_error_errno(r, "Cannot read key file '%s': %m", keyfile);
-		goto out;
-	}
-	for (size_t i = 0; i < n_kms; i++) {
-		r = kms_handle_open(&c->core, names[i], &hs[i]);
-		if (r < 0)
-			goto out;
-	}
-	binding_desc(hs, n_kms, threshold, desc, sizeof(desc));
-	r = volume_free_keyslot(device, &keyslot);
-	if (r < 0) {
-		log_error_errno(r, "No free keyslot on '%s': %m", device);
-		goto out;
-	}
-	r = secret_random(KMSCRYPT_SECRET_BYTES, &secret);
-	if (r < 0)
-		goto out;
-	if (n_kms == 1)
-		r = wrap_token(&hs[0], hdr.uuid, keyslot, secret, &token);
-	else
-		r = wrap_token_multi(hs, n_kms, threshold, hdr.uuid, keyslot, secret, &token);
-	if (r < 0)
-		goto out;
-	r = core_bind_marked(&c->core, device, auth, keyslot, secret, token);
-	if (r == -EPERM) {
-		log_error("The key file '%s' opens no keyslot of '%s'. Nothing was changed.", keyfile,
-			  device);
-		goto out;
-	}
-	if (r < 0) {
-		log_error_errno(r, "Cannot bind '%s': %m. The header was left as it was.", device);
-		goto out;
-	}
-	record_binding(c, "bind", hdr.uuid, device, names, n_kms, "ok");
 	if (!c->quiet && !c->json && n_kms == 1)
-		printf("Bound '%s' (UUID %s) to KMS '%s' in keyslot %d.\n", device, hdr.uuid, kms,
-		       keyslot);
+		printf("Bound '%s' (UUID %s) to KMS '%s' in keyslot %d.\n", device, res.uuid, kms,
+		       res.keyslot);
 	else if (!c->quiet && !c->json)
-		printf("Bound '%s' (UUID %s) to %s, in keyslot %d.\n", device, hdr.uuid, desc,
-		       keyslot);
+		printf("Bound '%s' (UUID %s) to %s, in keyslot %d.\n", device, res.uuid, res.desc,
+		       res.keyslot);
 	else if (c->json) {
-		json_object *o = cli_json_volume(device, hdr.uuid, 0, NULL);
+		json_object *o = cli_json_volume(device, res.uuid, 0, NULL);
 		json_object_object_add(o, "kms", json_object_new_string(kms));
-		json_object_object_add(o, "provider", json_object_new_string(hs[0].cfg.provider->name));
-		json_object_object_add(o, "keyslot", json_object_new_int(keyslot));
+		json_object_object_add(o, "provider", json_object_new_string(res.provider));
+		json_object_object_add(o, "keyslot", json_object_new_int(res.keyslot));
 		json_binding(o, names, n_kms, threshold);
 		cli_print_volume(o);
 	}
-out:
-	if (lock >= 0)
-		close(lock);
-	volume_header_done(&hdr);
-	for (size_t i = 0; i < n_kms; i++)
-		kms_handle_done(&hs[i]);
-	return cli_exit_code(r);
+	return cli_exit_code(0);
 }
 
 int cmd_unbind(struct cli *c, int argc, char **argv)
 {
-	struct volume_header hdr = {};
-	struct kmscrypt_token t = {};
-	int r, lock = -1, left = 0;
+	struct core_unbind u = {};
+	int r;
 
 	if (cli_reject_options("unbind", argc, argv) < 0)
 		return KMSCRYPT_EXIT_USAGE;
 	if (argc != 2 || argv[1][0] == '-')
 		return log_error_errno(EINVAL, "Usage: kmscrypt unbind DEVICE"), KMSCRYPT_EXIT_USAGE;
 	cli_json_target(c, argv[1], NULL); /* --json: a failure from here on is this volume's item */
-	r = core_read_volume(argv[1], &hdr, &t, true);
-	if (r < 0 && r != -EBADMSG)
+	r = core_unbind_prepare(argv[1], &u);
+	if (r < 0)
 		goto out;
-	cli_json_target(c, argv[1], hdr.uuid);
+	cli_json_target(c, argv[1], u.hdr.uuid);
 	/* Always asked: unbind removes the KMS way to the data, and LUKS2 does not record whether
 	 * a keyslot left is a recovery key someone kept or a passphrase long forgotten. */
-	r = volume_unbind_keyslots_left(argv[1], &left);
-	if (r == 0 && left > 0) {
+	if (u.left > 0) {
 		_cleanup_free_ char *warning = NULL;
 		if (asprintf(&warning,
 			     "This removes the kmscrypt keyslot of '%s' (UUID %s): afterwards only "
 			     "the passphrase or recovery key of its %d other keyslot%s opens it.",
-			     argv[1], hdr.uuid, left, left == 1 ? "" : "s") < 0) {
+			     argv[1], u.hdr.uuid, u.left, u.left == 1 ? "" : "s") < 0) {
 			r = -ENOMEM;
 			goto out;
 		}
@@ -756,51 +372,21 @@ int cmd_unbind(struct cli *c, int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
-	lock = core_lock(&c->core);
-	if (lock < 0) {
-		r = lock;
+	r = core_unbind(&c->core, &u);
+	if (r < 0)
 		goto out;
-	}
-	r = volume_unbind(argv[1]);
-	if (r == -EPERM) {
-		log_error("Refusing to unbind '%s': its kmscrypt keyslot is the only one, and removing "
-			  "it would make the volume unopenable. Add a passphrase first "
-			  "(cryptsetup luksAddKey).",
-			  argv[1]);
-		goto out;
-	}
-	if (r < 0) {
-		log_error_errno(r, "Cannot unbind '%s': %m", argv[1]);
-		goto out;
-	}
-	/* an interrupted rotation may have left a second kmscrypt token: it goes too */
-	for (int i = 0; i < 32 && volume_unbind(argv[1]) == 0; i++)
-		;
-	json_object *ob = json_object_new_object();
-	json_object_object_add(ob, "kms", json_str_or_null(t.kms));
-	(void)audit_append(c->core.state_dir, &(struct audit_record){.action = "unbind",
-								 .uuid = hdr.uuid,
-								 .device = argv[1],
-								 .kms = t.kms,
-								 .result = "ok",
-								 .duration_ms = -1,
-								 .old_binding = json_object_to_json_string(ob)});
-	json_object_put(ob);
 	if (c->json) {
-		json_object *o = cli_json_volume(argv[1], hdr.uuid, 0, NULL);
-		json_object_object_add(o, "kms", json_str_or_null(t.kms));
+		json_object *o = cli_json_volume(argv[1], u.hdr.uuid, 0, NULL);
+		json_object_object_add(o, "kms", json_str_or_null(u.tok.kms));
 		json_object_object_add(o, "result", json_object_new_string("unbound"));
 		cli_print_volume(o);
 	} else if (!c->quiet) {
 		printf("Removed the kmscrypt token and its keyslot from '%s' (UUID %s). KMS '%s' "
 		       "still records the volume.\n",
-		       argv[1], hdr.uuid, t.kms ? t.kms : "?");
+		       argv[1], u.hdr.uuid, u.tok.kms ? u.tok.kms : "?");
 	}
 out:
-	if (lock >= 0)
-		close(lock);
-	token_done(&t);
-	volume_header_done(&hdr);
+	core_unbind_done(&u);
 	return cli_exit_code(r);
 }
 

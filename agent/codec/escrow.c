@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The recovery key escrow envelope (codec/escrow.h).  Pure: text in, struct out. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,20 +13,6 @@
 #include "codec/kms_error.h"
 #include "codec/token.h"
 #include "util/cleanup.h"
-
-static int escrow_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int escrow_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EBADMSG;
-}
 
 void escrow_done(struct escrow *e)
 {
@@ -56,18 +41,18 @@ static int get_str(json_object *o, const char *key, bool required, char **ret, c
 
 	if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
 		if (required)
-			return escrow_fail(err, errlen, "\"%s\" is missing", key);
+			return token_fail(err, errlen, "\"%s\" is missing", key);
 		*ret = NULL;
 		return 0;
 	}
 	if (!json_object_is_type(v, json_type_string))
-		return escrow_fail(err, errlen, "\"%s\" is not a string", key);
+		return token_fail(err, errlen, "\"%s\" is not a string", key);
 	s = json_object_get_string(v);
 	if (strlen(s) != (size_t)json_object_get_string_len(v) || strlen(s) > 4096)
-		return escrow_fail(err, errlen, "\"%s\" is too long or holds a NUL", key);
+		return token_fail(err, errlen, "\"%s\" is too long or holds a NUL", key);
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return escrow_fail(err, errlen, "\"%s\" holds a control character", key);
+			return token_fail(err, errlen, "\"%s\" holds a control character", key);
 	*ret = strdup(s);
 	return *ret ? 0 : -ENOMEM;
 }
@@ -108,24 +93,24 @@ int escrow_parse(const char *json, size_t len, struct escrow *ret, char *err, si
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0 || !json_object_is_type(o, json_type_object)) {
-		r = escrow_fail(err, errlen, "not a JSON object");
+		r = token_fail(err, errlen, "not a JSON object");
 		goto out;
 	}
 	r = get_str(o, "type", true, &type, err, errlen);
 	if (r < 0)
 		goto out;
 	if (strcmp(type, ESCROW_TYPE) != 0) {
-		r = escrow_fail(err, errlen, "\"type\" is not \"" ESCROW_TYPE "\"");
+		r = token_fail(err, errlen, "\"type\" is not \"" ESCROW_TYPE "\"");
 		goto out;
 	}
 	if (!json_object_object_get_ex(o, "version", &v) ||
 	    !json_object_is_type(v, json_type_int)) {
-		r = escrow_fail(err, errlen, "\"version\" is missing or not a number");
+		r = token_fail(err, errlen, "\"version\" is missing or not a number");
 		goto out;
 	}
 	e.version = json_object_get_int(v);
 	if (e.version != ESCROW_VERSION) {
-		r = escrow_fail(err, errlen, "version %d is not one this kmscrypt reads (%d)",
+		r = token_fail(err, errlen, "version %d is not one this kmscrypt reads (%d)",
 				e.version, ESCROW_VERSION);
 		goto out;
 	}
@@ -146,22 +131,22 @@ int escrow_parse(const char *json, size_t len, struct escrow *ret, char *err, si
 		goto out;
 	}
 	if (!uuid_valid(e.uuid)) {
-		r = escrow_fail(err, errlen, "\"uuid\" is not a UUID");
+		r = token_fail(err, errlen, "\"uuid\" is not a UUID");
 		goto out;
 	}
 	if (strcmp(e.purpose, KMS_AAD_PURPOSE_RECOVERY) != 0) {
-		r = escrow_fail(err, errlen, "\"purpose\" is not \"" KMS_AAD_PURPOSE_RECOVERY "\"");
+		r = token_fail(err, errlen, "\"purpose\" is not \"" KMS_AAD_PURPOSE_RECOVERY "\"");
 		goto out;
 	}
 	if (!name_valid(e.kms)) {
-		r = escrow_fail(err, errlen, "\"kms\" is not a KMS configuration name");
+		r = token_fail(err, errlen, "\"kms\" is not a KMS configuration name");
 		goto out;
 	}
 	r = base64_decode(b64, strlen(b64), 0, &e.blob, &e.blob_len);
 	if (r == -ENOMEM)
 		goto out;
 	if (r < 0 || e.blob_len == 0) {
-		r = escrow_fail(err, errlen, "\"blob\" is not base64");
+		r = token_fail(err, errlen, "\"blob\" is not base64");
 		goto out;
 	}
 	*ret = e;

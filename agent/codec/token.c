@@ -15,9 +15,7 @@
 #define TOKEN_MAX_BLOB 8192   /* wrapped 32-byte secrets are far smaller; RSA-4096 wraps are 512 */
 #define TOKEN_MAX_STRING 2048
 
-static int token_fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int token_fail(char *err, size_t errlen, const char *fmt, ...)
+int token_fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 

@@ -50,6 +50,10 @@ struct kmscrypt_token {
  * field missing or of the wrong type, a string field holding a control character, blob not base64 or
  * too large, "revoked" not an object. */
 int token_parse(const char *json, struct kmscrypt_token *ret, char *err, size_t errlen);
+/* The parsers of kmscrypt's own documents (this token, the escrow envelope of codec/escrow.h) fail
+ * through here: the reason, formatted, into @err (may be NULL).  Return: -EBADMSG. */
+int token_fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Serialise; @created is set from @now when NULL.  @t->version 2 writes @t->wraps and
  * @t->threshold (-EINVAL when they break the rules of include/kmscrypt/token.h); any other version
  * writes a version-1 token from the v1 fields (so a parsed v1 token is written back as v1). */

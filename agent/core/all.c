@@ -15,6 +15,7 @@
 #include "util/clock.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "volume/volume.h"
 
 /* What a worker hands back for one volume (in memory shared with the parent). */
 struct all_slot {
@@ -40,6 +41,7 @@ struct all_run {
 	void (*fn)(const struct all_run *run, struct vol *v);
 	const char *reason;   /* revoke */
 	struct kms_set *ks;   /* restore */
+	struct volume_pool *pool; /* restore: resume workers, or NULL */
 	bool meet;            /* test hook: workers wait for each other (see meet()) */
 	/* shared between the workers (processes: MAP_SHARED memory; threads: plain memory) */
 	unsigned *next, *active, *max_active;
@@ -63,7 +65,7 @@ static void run_revoke(const struct all_run *run, struct vol *v)
 
 static void run_restore(const struct all_run *run, struct vol *v)
 {
-	core_restore(run->c, run->ks, v);
+	core_restore_in(run->c, run->ks, v, run->pool);
 }
 
 /* KMSCRYPT_TEST_ALL_MEET=1 (tests only): a worker that has taken its first volume waits up to
@@ -275,7 +277,18 @@ void core_restore_all(const struct core_ctx *c, struct kms_set *ks, struct vol *
 {
 	struct all_run run = {
 	    .what = "restore", .c = c, .vols = vols, .n = n, .fn = run_restore, .ks = ks};
+	size_t todo = 0;
+	unsigned workers;
 
+	/* The resumes (keyslot open, key set, resume, table check) in worker processes, one per
+	 * CPU, forked before any thread starts (as core_unlock()); the unwraps in threads. */
+	for (size_t i = 0; i < n; i++)
+		todo += vol_revoked(vols[i]) || !vols[i]->mapped || vols[i]->map.suspended;
+	workers = (unsigned)MIN((size_t)volume_pool_default_size(), todo);
+	if (n > 1 && workers >= 2 && volume_pool_start(workers, &run.pool) < 0) {
+		log_debug("restore --all: cannot start resume workers; one volume at a time.");
+		run.pool = NULL;
+	}
 	/* Open each KMS configuration once, before any thread starts (as core_unlock()). */
 	for (size_t i = 0; n > 1 && i < n; i++) {
 		int rr;
@@ -284,4 +297,5 @@ void core_restore_all(const struct core_ctx *c, struct kms_set *ks, struct vol *
 		core_open_token_kms(c, ks, vols[i]);
 	}
 	run_all(&run, false);
+	volume_pool_stop(run.pool);
 }

@@ -9,9 +9,10 @@
  * lock and revoke run in worker processes: libcryptsetup and libdevmapper keep process-wide state,
  * so the volume layer serialises every call inside one process (volume/dm.h), while the kernel
  * work (DM_DEVICE_SUSPEND, the key wipe, the header writes, udev synchronisation on remove) can
- * overlap across processes.  Restore runs in threads: its slow part is the KMS round trip, its
- * secrets are locked memory that a child does not inherit (MADV_DONTFORK), and the KMS connections
- * of the run stay shared.
+ * overlap across processes.  Restore runs in threads: the KMS round trips overlap on the run's
+ * shared KMS connections, and its secrets are locked memory that a child does not inherit
+ * (MADV_DONTFORK); each thread hands the resume (keyslot open, key set, resume, table check) with
+ * its secret through a pipe to a worker process (volume/pool.c, one per CPU), as unlock does.
  */
 #pragma once
 #include <stddef.h>

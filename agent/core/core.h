@@ -7,7 +7,7 @@
  *     each configuration opened once, one connection per endpoint),
  *   - volumes as the flows see them (core/vol.h: header, token, mapping, state, marks),
  *   - the flows: unlock, lock, revoke, restore (core/flows.h), including the revoked marks and the
- *     wait for the token plugin's unlocks in flight.
+ *     wait for the token plugin's unlocks in flight; format, bind, unbind (core/format.h).
  * Front ends parse arguments and print; they never reach into each other.  Functions that log say so;
  * each error is logged once, with what to do next.
  */

@@ -323,23 +323,19 @@ static int revoke_wait_inflight(const struct core_ctx *c, const struct vol *v, p
 	return 0;
 }
 
-/* Suspend and wipe every mapping of @v (there is normally one; libcryptsetup can be asked for
- * more).  Fills v->map/v->wipe from the first; -errno of the first failure, -EIO when a table
- * still shows a key. */
-static int revoke_wipe_all(struct vol *v, int *ret_wiped)
+/* Suspend and wipe every mapping of @v in @maps (volume_mapping_list_of() returned @rl; there is
+ * normally one; libcryptsetup can be asked for more).  Fills v->map/v->wipe from the first; -errno
+ * of the first failure, -EIO when a table still shows a key. */
+static int revoke_wipe_maps(struct vol *v, int rl, struct volume_mapping **maps, int *ret_wiped)
 {
-	struct volume_mapping **maps = NULL;
 	int r, first = 0, wiped = 0;
 
-	r = volume_mapping_list(&maps);
-	if (r == -ENOTSUP && !v->mapped)
+	if (rl == -ENOTSUP && !v->mapped)
 		return 0; /* no device-mapper here: nothing can be open */
-	if (r < 0)
-		return r;
+	if (rl < 0)
+		return rl;
 	for (size_t i = 0; maps[i]; i++) {
 		struct volume_wipe_report rep = {};
-		if (strcmp(maps[i]->uuid, v->hdr.uuid) != 0)
-			continue;
 		r = volume_suspend_wipe(maps[i]->name, &rep);
 		if (r == 0 && !rep.table_key_zero)
 			r = -EIO;
@@ -352,20 +348,27 @@ static int revoke_wipe_all(struct vol *v, int *ret_wiped)
 		if (r < 0 && first == 0)
 			first = r;
 	}
-	volume_mapping_list_free(maps);
 	*ret_wiped = wiped;
 	return first;
 }
 
 /* A re-encryption pending (stopped, killed, or not resumed after a crash; a running one was
  * stopped by core_reencrypt_preempt() before the lock): crypt_suspend() refuses, and the keys are
- * in every table of its dm stack (volume/stack.c). */
-static bool revoke_needs_stack(const struct vol *v)
+ * in every table of its dm stack (volume/stack.c).  @stack: volume_mapping_list_of() found a dm
+ * device of the volume other than plain crypt mappings.  @hdr_written: the revoked mark was just
+ * written to the LUKS2 header and read back; libcryptsetup refuses every header change while a
+ * re-encryption is pending (its online-reencrypt requirement), so none was, and with no other
+ * kmscrypt token (a "kmscrypt-reencrypt" journal) there is no kmscrypt re-encryption either: no
+ * second header load then.  One starting since cannot go unseen: an online one builds its stack
+ * (seen in the list, read after the mark) and crypt_suspend() refuses a pending one (an error). */
+static bool revoke_needs_stack(const struct vol *v, bool stack, bool hdr_written)
 {
 	struct volume_reencrypt_info ri;
 
-	if (volume_stack_present(v->hdr.uuid) > 0)
+	if (stack)
 		return true;
+	if (hdr_written && v->hdr.kmscrypt_tokens == 1)
+		return false;
 	return volume_reencrypt_info(v->device, &ri) == 0 && (ri.pending || ri.journal);
 }
 
@@ -402,8 +405,9 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 	char marks[160] = "";
 	double t0 = now_ms();
 	pid_t pid = 0;
-	bool hdr_refused = false;
-	int r, r_state, r_hdr, wiped = 0;
+	bool hdr_refused = false, stack = false;
+	struct volume_mapping **maps = NULL;
+	int r, rl, r_state, r_hdr, wiped = 0;
 
 	/* Mark first, in the state dir and in the LUKS2 header: even if the wipe below fails, no
 	 * reboot, no lost /var/lib/kmscrypt and no other host unlocks the volume. */
@@ -433,8 +437,12 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 	/* Then wipe every mapping, after the unlocks through the token plugin that were in flight
 	 * have landed: when revoke succeeds, no mapping of the volume holds a key. */
 	r = revoke_wait_inflight(c, v, &pid);
+	/* The volume's dm devices, read now, after its mark (an unlock checks the mark first, and
+	 * those in flight through the token plugin have landed): one DM_DEVICE_LIST and the tables
+	 * of this volume's own devices only, whatever else is open (volume_mapping_list_of()). */
+	rl = volume_mapping_list_of(v->hdr.uuid, &maps, &stack);
 	if (r == -EBUSY) {
-		(void)revoke_wipe_all(v, &wiped);
+		(void)revoke_wipe_maps(v, rl, maps, &wiped);
 		vol_fail(v, -EBUSY,
 			 "Cannot finish revoking '%s' (UUID %s): an unlock through the token plugin "
 			 "(PID %d) has not finished after %d s and may still open it. Run 'kmscrypt "
@@ -442,7 +450,7 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 			 v->device, v->hdr.uuid, (int)pid, REVOKE_INFLIGHT_WAIT_MS / 1000, v->device);
 		goto out;
 	}
-	if (revoke_needs_stack(v)) {
+	if (revoke_needs_stack(v, rl == 0 && stack, r_hdr == 0 && !hdr_refused)) {
 		r = revoke_wipe_stack(c, v, &wiped);
 		if (r == -EIO) {
 			vol_fail(v, -EIO,
@@ -453,7 +461,7 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 			goto out;
 		}
 	} else
-		r = revoke_wipe_all(v, &wiped);
+		r = revoke_wipe_maps(v, rl, maps, &wiped);
 	if (r == -EIO) {
 		vol_fail(v, -EIO,
 			 "Revoke of '%s' (UUID %s) suspended the device but its dm table still holds a "
@@ -502,14 +510,22 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 			"until it finishes, so the revoked mark is in the state dir only (this host); "
 			"revoke access at the KMS to stop other hosts.",
 			sizeof(v->msg) - strlen(v->msg) - 1);
+	volume_mapping_list_free(maps);
 	return;
 out:
+	volume_mapping_list_free(maps);
 	v->result = "error";
 	v->ms = now_ms() - t0;
 }
 
 /* The restore flow (core/flows.h). */
 void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
+{
+	core_restore_in(c, ks, v, NULL);
+}
+
+void core_restore_in(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+		     struct volume_pool *pool)
 {
 	_cleanup_secret_ struct secret *secret = NULL;
 	double t0 = now_ms();
@@ -558,13 +574,22 @@ void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
 		if (r == -ENOENT) /* closed since: open it again */
 			r = volume_activate(v->device, v->mapping, v->tok.keyslot, secret);
 	} else if (v->mapped && v->map.suspended)
-		r = volume_resume(v->map.name, v->tok.keyslot, secret);
+		r = volume_pool_resume(pool, v->map.name, v->tok.keyslot, secret);
 	else if (!v->mapped)
-		r = volume_activate(v->device, v->mapping, v->tok.keyslot, secret);
+		r = volume_pool_activate(pool, v->device, v->mapping, v->tok.keyslot, secret);
 	else
 		r = 0;
 	secret = secret_free(secret);
 	v->ms = now_ms() - t0;
+	if (r == -ECHILD) {
+		vol_fail(v, -EIO,
+			 "Cannot restore '%s' (UUID %s): its worker process died while resuming it; "
+			 "see 'kmscrypt status %s' and run 'kmscrypt restore %s' again.",
+			 v->mapping, v->hdr.uuid, v->mapping, v->mapping);
+		v->result = "error";
+		vol_audit(c, v, "restore", NULL);
+		return;
+	}
 	if (r < 0) {
 		vol_fail(v, r == -EPERM ? -EBADMSG : r,
 			 "Cannot restore '%s' (UUID %s): %s.", v->mapping, v->hdr.uuid,

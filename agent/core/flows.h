@@ -34,6 +34,11 @@ void core_revoke(const struct core_ctx *c, struct vol *v, const char *reason, bo
 /* Restore: unwrap through the KMS, resume (or reopen a closed volume), then clear both marks
  * (persist or fail).  While the KMS refuses, the device stays as it is and both marks stay. */
 void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v);
+/* The same, with the resume (or reopen) done by a worker of @pool (volume/pool.c; NULL: in this
+ * process); the unwrap, the marks and the state stay in this process.  Thread-safe per volume. */
+struct volume_pool;
+void core_restore_in(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
+		     struct volume_pool *pool);
 
 /* ---- rotation (core/rotate.c) ---------------------------------------------------------------- */
 

@@ -49,9 +49,20 @@ static bool uuid_same(const char *a, const char *b)
 	}
 }
 
+/* Is LUKS UUID @uuid ("0fd1...-...") in @hexes (volume_dm_volumes(): no dashes, lower case)? */
+static bool hex_listed(char **hexes, const char *uuid)
+{
+	for (size_t i = 0; hexes[i]; i++)
+		if (uuid_same(hexes[i], uuid))
+			return true;
+	return false;
+}
+
 /* @maps: every mapping, listed once by the caller (vol_list(): one DM_DEVICE_LIST per run, not
- * one per volume); NULL: ask device-mapper. */
-static void vol_fill_runtime(const struct core_ctx *c, struct vol *v, struct volume_mapping **maps)
+ * one per volume); NULL: ask device-mapper.  @hexes: the volumes with any dm device
+ * (volume_dm_volumes(), once per run); NULL: ask device-mapper per volume. */
+static void vol_fill_runtime(const struct core_ctx *c, struct vol *v, struct volume_mapping **maps,
+			     char **hexes)
 {
 	v->mapped = false;
 	if (!maps) {
@@ -63,8 +74,10 @@ static void vol_fill_runtime(const struct core_ctx *c, struct vol *v, struct vol
 				v->mapped = true;
 			}
 	}
-	/* Only a volume without a crypt mapping can be held by a re-encryption stack alone. */
-	v->stacked = !v->mapped && volume_stack_present(v->hdr.uuid) > 0;
+	/* Only a volume without a crypt mapping can be held by a re-encryption stack alone; one
+	 * without any dm device cannot. */
+	v->stacked = !v->mapped && (!hexes || hex_listed(hexes, v->hdr.uuid)) &&
+		     volume_stack_present(v->hdr.uuid) > 0;
 	v->state_r = state_load(c->state_dir, v->hdr.uuid, &v->st);
 	v->has_state = v->state_r == 0;
 	if (v->mapped)
@@ -76,7 +89,7 @@ static void vol_fill_runtime(const struct core_ctx *c, struct vol *v, struct vol
 }
 
 static int vol_from_device_maps(const struct core_ctx *c, const char *device, struct vol *v,
-				bool log, struct volume_mapping **maps)
+				bool log, struct volume_mapping **maps, char **hexes)
 {
 	int r;
 
@@ -91,13 +104,13 @@ static int vol_from_device_maps(const struct core_ctx *c, const char *device, st
 	if (r < 0)
 		return r;
 	v->has_tok = true;
-	vol_fill_runtime(c, v, maps);
+	vol_fill_runtime(c, v, maps, hexes);
 	return 0;
 }
 
 int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log)
 {
-	return vol_from_device_maps(c, device, v, log, NULL);
+	return vol_from_device_maps(c, device, v, log, NULL, NULL);
 }
 
 static int looks_like_uuid(const char *s)
@@ -259,20 +272,25 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 	char **devs = NULL;
 	struct volume_mapping **maps = NULL;
 	struct volume_state **states = NULL;
+	char **hexes = NULL;
 	int r;
 
 	if (!l)
 		return -ENOMEM;
-	/* The live mappings, once: every volume below looks its own up in this list. */
+	/* The live mappings, once: every volume below looks its own up in this list; and which
+	 * volumes have any dm device (no table read), so a closed one is not asked about its
+	 * re-encryption stack unless it has one. */
 	if (volume_mapping_list(&maps) < 0)
 		maps = NULL;
+	if (maps && volume_dm_volumes(&hexes) < 0)
+		hexes = NULL;
 	/* Block devices carrying a kmscrypt token. */
 	r = volume_scan(&devs);
 	if (r < 0)
 		log_debug("Scanning block devices failed: %s", strerror(-r));
 	for (size_t i = 0; devs && devs[i]; i++) {
 		struct vol v;
-		if (vol_from_device_maps(c, devs[i], &v, false, maps) == 0 &&
+		if (vol_from_device_maps(c, devs[i], &v, false, maps, hexes) == 0 &&
 		    !list_has(l, n, v.hdr.uuid)) {
 			if (list_add(&l, &n, &v) < 0)
 				vol_done(&v);
@@ -287,7 +305,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 			struct vol v;
 			if (!maps[i]->device[0] || list_has(l, n, maps[i]->uuid))
 				continue;
-			if (vol_from_device_maps(c, maps[i]->device, &v, false, maps) == 0 &&
+			if (vol_from_device_maps(c, maps[i]->device, &v, false, maps, hexes) == 0 &&
 			    !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
@@ -310,7 +328,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 					  states[i]->device, states[i]->uuid);
 				continue;
 			}
-			if (vol_from_device_maps(c, states[i]->device, &v, false, maps) == 0 &&
+			if (vol_from_device_maps(c, states[i]->device, &v, false, maps, hexes) == 0 &&
 			    strcmp(v.hdr.uuid, states[i]->uuid) == 0 && !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
@@ -321,6 +339,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 		state_list_free(states);
 	}
 	volume_mapping_list_free(maps);
+	strv_free(hexes);
 	*ret = l;
 	return 0;
 }
@@ -342,7 +361,7 @@ int vol_refresh(const struct core_ctx *c, struct vol *v)
 	if (r < 0)
 		return r;
 	v->has_tok = true;
-	vol_fill_runtime(c, v, NULL);
+	vol_fill_runtime(c, v, NULL, NULL);
 	snprintf(v->mapping, sizeof(v->mapping), "%s", v->mapped ? v->map.name : mapping);
 	return 0;
 }
@@ -395,6 +414,10 @@ const char *vol_state_name(const struct vol *v)
 			return v->map.suspended ? "revoked-suspended" : "revoked-active";
 		return v->map.suspended ? "suspended" : "active";
 	}
+	/* open through a re-encryption's dm stack only: its keys are loaded (or revoke suspended
+	 * and wiped it), it is not closed */
+	if (v->stacked)
+		return revoked ? "revoked-suspended" : "active";
 	return revoked ? "revoked-closed" : "inactive";
 }
 

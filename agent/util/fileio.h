@@ -27,6 +27,9 @@ int open_regular_file(const char *path, struct stat *ret_st);
 /* Atomically replace @path: write to a temporary file in the same directory with @mode, fsync it,
  * rename it over @path, fsync the directory.  @excl: fail with -EEXIST if @path exists. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, int excl);
+/* write(2) all @len bytes of @data to @fd, again after EINTR and short writes (a secret goes out
+ * this way from its locked memory, never through a stdio buffer).  0 or -errno. */
+int fd_write_all(int fd, const void *data, size_t len);
 /* mkdir -p with @mode for directories it creates. */
 int mkdir_p(const char *path, mode_t mode);
 /* Append one line (a '\n' is added) with O_APPEND and fsync; creates the file with @mode. */

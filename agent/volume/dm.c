@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -53,12 +54,16 @@ void volume_dm_quiet(void)
 
 bool volume_dm_available(void)
 {
+	static bool
+	    loaded; /* seen once: dm-mod is not unloaded under libdevmapper's open control fd */
 	_cleanup_free_ char *line = NULL;
 	_cleanup_close_ int fd = -1;
 	size_t cap = 0;
 	bool found = false;
 	FILE *f;
 
+	if (__atomic_load_n(&loaded, __ATOMIC_RELAXED))
+		return true;
 	/* dm-mod registers the misc device "device-mapper". */
 	f = fopen("/proc/misc", "re");
 	if (f) {
@@ -66,8 +71,10 @@ bool volume_dm_available(void)
 			found = strstr(line, " device-mapper\n") != NULL;
 		fclose(f);
 	}
-	if (found)
+	if (found) {
+		__atomic_store_n(&loaded, true, __ATOMIC_RELAXED);
 		return true;
+	}
 	/* Not loaded: opening the control node (a devtmpfs static node when dm-mod is a module)
 	 * loads it on demand; without dm in the kernel the open fails (ENODEV).  A node left over
 	 * in a container's /dev must not count. */
@@ -140,15 +147,7 @@ static int dm_uuid_to_luks(const char *dm_uuid, char *buf, size_t size)
 	return 0;
 }
 
-/*
- * The key field of a crypt table line (Documentation/admin-guide/device-mapper/dm-crypt.rst):
- *   <cipher> <key> <iv_offset> <device path> <offset> [<#opt_params> <opt_params>]
- * <key> is hex, "-" (no key), or ":<key_size>:<key_type>:<key_description>" (kernel keyring).
- * After "key wipe" dm-crypt drops the keyring reference and prints the zeroed key as hex
- * (drivers/md/dm-crypt.c crypt_wipe_key(), crypt_status()).
- */
-static enum volume_key_state parse_key(const char *key, size_t len, char *desc, size_t desc_size,
-				       bool *ret_logon)
+enum volume_key_state volume_dm_key_state(const char *key, size_t len, bool *ret_logon)
 {
 	*ret_logon = false;
 	if (len > 0 && key[0] == ':') {
@@ -158,11 +157,12 @@ static enum volume_key_state parse_key(const char *key, size_t len, char *desc, 
 		if (!d)
 			return VOLUME_KEY_HEX; /* unparseable: treat as the worst case */
 		*ret_logon = d - type - 1 == 5 && strncmp(type + 1, "logon", 5) == 0;
-		snprintf(desc, desc_size, "%.*s", (int)(len - (size_t)(d + 1 - key)), d + 1);
 		return VOLUME_KEY_KEYRING;
 	}
 	if (len == 0 || (len == 1 && key[0] == '-'))
 		return VOLUME_KEY_NONE;
+	/* After "key wipe" dm-crypt drops the keyring reference and prints the zeroed key as hex
+	 * (drivers/md/dm-crypt.c crypt_wipe_key(), crypt_status()). */
 	for (size_t i = 0; i < len; i++)
 		if (key[i] != '0')
 			return VOLUME_KEY_HEX;
@@ -176,20 +176,37 @@ static int dm_task_errno(struct dm_task *dmt)
 	return e > 0 ? -e : -EIO;
 }
 
-int volume_dm_query(const char *name, struct volume_mapping *ret, bool *ret_logon)
+/* A crypt target's params: <cipher> <key> <iv_offset> <device path> <offset> [<#opt> <opt>...] */
+static void crypt_target(const char *params, struct volume_dm_target *t)
 {
-	struct volume_mapping m = {};
+	const char *key = strchr(params, ' ');
+	const char *dev;
+	size_t klen;
+
+	key = key ? key + 1 : params + strlen(params);
+	klen = strcspn(key, " ");
+	t->key = volume_dm_key_state(key, klen, &t->logon);
+	if (t->key == VOLUME_KEY_KEYRING)
+		snprintf(t->key_field, sizeof(t->key_field), "%.*s", (int)klen, key);
+	/* skip <key> and <iv_offset>; the device is "major:minor" */
+	dev = key + klen;
+	dev += strspn(dev, " ");
+	dev += strcspn(dev, " ");
+	dev += strspn(dev, " ");
+	snprintf(t->devno, sizeof(t->devno), "%.*s", (int)strcspn(dev, " "), dev);
+}
+
+int volume_dm_table(const char *name, struct volume_dm_table *ret)
+{
 	struct dm_task *dmt;
 	struct dm_info info;
 	uint64_t start, length;
 	char *type = NULL, *params = NULL;
-	bool logon = false;
-	int r;
+	const char *uuid;
+	void *next = NULL;
+	int r = 0;
 
-	if (!volume_dm_available())
-		return -ENOTSUP;
-	if (strlen(name) >= sizeof(m.name))
-		return -ENAMETOOLONG;
+	memset(ret, 0, sizeof(*ret));
 	volume_dm_quiet();
 	dmt = dm_task_create(DM_DEVICE_TABLE);
 	if (!dmt)
@@ -211,36 +228,146 @@ int volume_dm_query(const char *name, struct volume_mapping *ret, bool *ret_logo
 		r = -ENOENT;
 		goto out;
 	}
-	snprintf(m.name, sizeof(m.name), "%s", name);
-	m.suspended = info.suspended;
-	r = dm_uuid_to_luks(dm_task_get_uuid(dmt), m.uuid, sizeof(m.uuid));
+	uuid = dm_task_get_uuid(dmt);
+	snprintf(ret->dm_uuid, sizeof(ret->dm_uuid), "%s", uuid ? uuid : "");
+	ret->suspended = info.suspended;
+	do {
+		struct volume_dm_target *t;
+		type = params = NULL;
+		next = dm_get_next_target(dmt, next, &start, &length, &type, &params);
+		if (!type)
+			break;
+		if (ret->n == VOLUME_DM_TARGETS_MAX) {
+			ret->truncated = true;
+			break;
+		}
+		t = &ret->t[ret->n++];
+		t->start = start;
+		t->crypt = strcmp(type, "crypt") == 0;
+		if (t->crypt && params)
+			crypt_target(params, t);
+	} while (next);
+out:
+	dm_task_destroy(dmt);
+	return r;
+}
 
-	(void)dm_get_next_target(dmt, NULL, &start, &length, &type, &params);
-	if (!type || strcmp(type, "crypt") != 0 || !params) {
+/* A LUKS2 crypt mapping from its table: -ENODEV when it is not one (the fields are still filled) */
+static int mapping_from_table(const char *name, const struct volume_dm_table *tb,
+			      struct volume_mapping *ret)
+{
+	struct volume_mapping m = {};
+	int r;
+
+	snprintf(m.name, sizeof(m.name), "%s", name);
+	m.suspended = tb->suspended;
+	r = dm_uuid_to_luks(tb->dm_uuid, m.uuid, sizeof(m.uuid));
+	if (tb->n == 0 || !tb->t[0].crypt) {
 		r = -ENODEV;
 	} else {
-		const char *key = strchr(params, ' ');
-		const char *dev;
-		size_t klen;
-
-		key = key ? key + 1 : params + strlen(params);
-		klen = strcspn(key, " ");
-		m.key = parse_key(key, klen, m.key_desc, sizeof(m.key_desc), &logon);
-		/* skip <key> and <iv_offset>; the device is "major:minor" */
-		dev = key + klen;
-		dev += strspn(dev, " ");
-		dev += strcspn(dev, " ");
-		dev += strspn(dev, " ");
-		if (*dev) {
-			char devno[32];
-			snprintf(devno, sizeof(devno), "%.*s", (int)strcspn(dev, " "), dev);
-			if (devno_to_path(devno, m.device, sizeof(m.device)) < 0)
-				snprintf(m.device, sizeof(m.device), "%s", devno);
+		const struct volume_dm_target *t = &tb->t[0];
+		m.key = t->key;
+		if (t->key == VOLUME_KEY_KEYRING) {
+			/* ":<size>:<type>:<desc>" -> "<desc>" */
+			const char *d = strchr(t->key_field + 1, ':');
+			d = d ? strchr(d + 1, ':') : NULL;
+			snprintf(m.key_desc, sizeof(m.key_desc), "%s", d ? d + 1 : "");
 		}
+		if (t->devno[0] && devno_to_path(t->devno, m.device, sizeof(m.device)) < 0)
+			snprintf(m.device, sizeof(m.device), "%s", t->devno);
 	}
 	*ret = m;
+	return r;
+}
+
+int volume_dm_query(const char *name, struct volume_mapping *ret, bool *ret_logon)
+{
+	struct volume_dm_table tb;
+	int r;
+
+	if (!volume_dm_available())
+		return -ENOTSUP;
+	if (strlen(name) >= sizeof(ret->name))
+		return -ENAMETOOLONG;
+	r = volume_dm_table(name, &tb);
+	if (r < 0)
+		return r;
+	r = mapping_from_table(name, &tb, ret);
 	if (ret_logon)
-		*ret_logon = logon;
+		*ret_logon = tb.n > 0 && tb.t[0].logon;
+	return r;
+}
+
+bool volume_dm_uuid_match(const char *dm_uuid, const char *hex)
+{
+	const char *p;
+	size_t n;
+
+	if (!dm_uuid || strncmp(dm_uuid, "CRYPT-", 6) != 0)
+		return false;
+	if (!hex)
+		return strncmp(dm_uuid, "CRYPT-LUKS2-", 12) == 0;
+	p = strchr(dm_uuid + 6, '-');
+	n = strlen(hex);
+	return p && n > 0 && strncasecmp(p + 1, hex, n) == 0 && p[1 + n] == '-';
+}
+
+/* The dm uuid of block device @dev (libdevmapper's encoding, as glibc's major()/minor() read it)
+ * from sysfs: "" when it has none. */
+static int dm_sysfs_uuid(uint64_t dev, char *buf, size_t size)
+{
+	char path[80];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/dm/uuid", major((dev_t)dev),
+		 minor((dev_t)dev));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -EIO;
+	if (n == (ssize_t)size - 1)
+		return -E2BIG;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return 0;
+}
+
+int volume_dm_list(const char *hex, int (*fn)(const char *name, void *userdata), void *userdata)
+{
+	struct dm_names *names;
+	struct dm_task *dmt;
+	int r = 0;
+
+	if (!volume_dm_available())
+		return -ENOTSUP;
+	volume_dm_quiet();
+	dmt = dm_task_create(DM_DEVICE_LIST);
+	if (!dmt)
+		return -ENOMEM;
+	if (!dm_task_run(dmt)) {
+		r = dm_task_errno(dmt);
+		goto out;
+	}
+	names = dm_task_get_names(dmt);
+	for (unsigned next = 0; names && names->dev; names = (void *)((char *)names + next)) {
+		char uuid[160];
+
+		next = names->next;
+		/* unreadable (no sysfs?): let the table decide */
+		if (dm_sysfs_uuid(names->dev, uuid, sizeof(uuid)) < 0 ||
+		    volume_dm_uuid_match(uuid, hex)) {
+			r = fn(names->name, userdata);
+			if (r < 0)
+				goto out;
+			r = 0;
+		}
+		if (!next)
+			break;
+	}
 out:
 	dm_task_destroy(dmt);
 	return r;
@@ -294,21 +421,107 @@ void volume_mapping_list_free(struct volume_mapping **l)
 	free(l);
 }
 
-/* Locked; a NULL-terminated, name-sorted array of the LUKS2 crypt mappings. */
-static int mapping_list_locked(struct volume_mapping ***ret)
+struct list_ctx {
+	const char *hex; /* NULL: every LUKS2 volume */
+	struct volume_mapping **l;
+	size_t n;
+	bool stack; /* a device of the volume other than a plain crypt mapping */
+};
+
+static int list_one(const char *name, void *userdata)
 {
-	struct volume_mapping **l = NULL;
+	struct list_ctx *x = userdata;
+	struct volume_dm_table tb;
+	struct volume_mapping m, **nl;
+	int r;
+
+	if (strlen(name) >= sizeof(m.name))
+		return 0;
+	r = volume_dm_table(name, &tb);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r; /* gone meanwhile */
+	if (!volume_dm_uuid_match(tb.dm_uuid, x->hex))
+		return 0; /* what the table says counts, not sysfs */
+	if (x->hex && (strncmp(tb.dm_uuid, "CRYPT-LUKS2-", 12) != 0 || tb.n != 1 || tb.truncated ||
+		       !tb.t[0].crypt))
+		x->stack = true;
+	if (mapping_from_table(name, &tb, &m) < 0)
+		return 0;
+	nl = reallocarray(x->l, x->n + 2, sizeof(*x->l));
+	if (!nl)
+		return -ENOMEM;
+	x->l = nl;
+	x->l[x->n] = malloc(sizeof(m));
+	if (!x->l[x->n])
+		return -ENOMEM;
+	*x->l[x->n++] = m;
+	x->l[x->n] = NULL;
+	return 0;
+}
+
+/* "0fd1...-..." -> "0fd1..." (lower case, no dashes); -EINVAL when not 32 hex digits */
+static int uuid_to_hex(const char *uuid, char *buf, size_t size)
+{
+	size_t o = 0;
+
+	for (; *uuid; uuid++) {
+		if (*uuid == '-')
+			continue;
+		if (!isxdigit((unsigned char)*uuid) || o + 1 >= size)
+			return -EINVAL;
+		buf[o++] = (char)tolower((unsigned char)*uuid);
+	}
+	buf[o] = '\0';
+	return o == 32 ? 0 : -EINVAL;
+}
+
+/* Locked; a NULL-terminated, name-sorted array of the LUKS2 crypt mappings (of LUKS volume @uuid
+ * only, when not NULL; *ret_stack as volume_mapping_list_of()). */
+static int mapping_list_locked(const char *uuid, struct volume_mapping ***ret, bool *ret_stack)
+{
+	struct list_ctx x = {};
+	char hex[40];
+	int r;
+
+	if (uuid) {
+		if (uuid_to_hex(uuid, hex, sizeof(hex)) < 0)
+			return -EINVAL;
+		x.hex = hex;
+	}
+	x.l = calloc(1, sizeof(*x.l));
+	if (!x.l)
+		return -ENOMEM;
+	r = volume_dm_list(x.hex, list_one, &x);
+	if (r < 0) {
+		volume_mapping_list_free(x.l);
+		return r;
+	}
+	qsort(x.l, x.n, sizeof(*x.l), mapping_cmp);
+	*ret = x.l;
+	if (ret_stack)
+		*ret_stack = x.stack;
+	return 0;
+}
+
+int volume_dm_volumes(char ***ret)
+{
 	struct dm_names *names;
 	struct dm_task *dmt;
+	char **l = NULL;
 	size_t n = 0;
 	int r = 0;
 
-	if (!volume_dm_available())
-		return -ENOTSUP;
+	volume_lock();
+	if (!volume_dm_available()) {
+		r = -ENOTSUP;
+		goto unlock;
+	}
 	volume_dm_quiet();
 	dmt = dm_task_create(DM_DEVICE_LIST);
-	if (!dmt)
-		return -ENOMEM;
+	if (!dmt) {
+		r = -ENOMEM;
+		goto unlock;
+	}
 	if (!dm_task_run(dmt)) {
 		r = dm_task_errno(dmt);
 		goto out;
@@ -320,32 +533,54 @@ static int mapping_list_locked(struct volume_mapping ***ret)
 	}
 	names = dm_task_get_names(dmt);
 	for (unsigned next = 0; names && names->dev; names = (void *)((char *)names + next)) {
-		struct volume_mapping m, **nl;
+		char uuid[160], hex[40];
+		const char *p;
+		char **nl;
 
 		next = names->next;
-		if (volume_dm_query(names->name, &m, NULL) == 0) {
+		r = dm_sysfs_uuid(names->dev, uuid, sizeof(uuid));
+		if (r < 0)
+			goto out; /* cannot tell: the caller asks per volume */
+		/* "CRYPT-<TYPE>-<hex>-<name>" */
+		p = strncmp(uuid, "CRYPT-", 6) == 0 ? strchr(uuid + 6, '-') : NULL;
+		if (p && strspn(p + 1, "0123456789abcdefABCDEF") == 32 && p[33] == '-') {
+			for (int i = 0; i < 32; i++)
+				hex[i] = (char)tolower((unsigned char)p[1 + i]);
+			hex[32] = '\0';
 			nl = reallocarray(l, n + 2, sizeof(*l));
 			if (!nl) {
 				r = -ENOMEM;
 				goto out;
 			}
 			l = nl;
-			l[n] = malloc(sizeof(m));
+			l[n] = strdup(hex);
 			if (!l[n]) {
 				r = -ENOMEM;
 				goto out;
 			}
-			*l[n++] = m;
-			l[n] = NULL;
+			l[++n] = NULL;
 		}
 		if (!next)
 			break;
 	}
-	qsort(l, n, sizeof(*l), mapping_cmp);
 	*ret = TAKE_PTR(l);
 out:
-	volume_mapping_list_free(l);
 	dm_task_destroy(dmt);
+unlock:
+	volume_unlock();
+	for (size_t i = 0; l && l[i]; i++)
+		free(l[i]);
+	free(l);
+	return r;
+}
+
+int volume_mapping_list_of(const char *uuid, struct volume_mapping ***ret, bool *ret_stack)
+{
+	int r;
+
+	volume_lock();
+	r = mapping_list_locked(uuid, ret, ret_stack);
+	volume_unlock();
 	return r;
 }
 
@@ -354,7 +589,7 @@ int volume_mapping_list(struct volume_mapping ***ret)
 	int r;
 
 	volume_lock();
-	r = mapping_list_locked(ret);
+	r = mapping_list_locked(NULL, ret, NULL);
 	volume_unlock();
 	return r;
 }
@@ -380,7 +615,10 @@ int volume_mapping_find(const char *uuid, struct volume_mapping *ret)
 	struct volume_mapping **l = NULL;
 	int r;
 
-	r = volume_mapping_list(&l);
+	/* only the tables of this volume's own dm devices are read */
+	r = volume_mapping_list_of(uuid, &l, NULL);
+	if (r == -EINVAL)
+		return -ENOENT; /* not a LUKS UUID: no mapping has it */
 	if (r < 0)
 		return r;
 	r = -ENOENT;

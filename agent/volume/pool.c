@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Parallel activation (volume.h, volume_pool_*): worker processes that each run volume_activate().
+ * Parallel activation (volume.h, volume_pool_*): worker processes that each run volume_activate()
+ * (unlock) or volume_resume() (restore).
  *
  * libcryptsetup 2.6 and libdevmapper keep process-global state (dm.h) and the volume-key keyring
  * switch is process-wide, so one process activates one volume at a time (volume_lock()).  The
@@ -47,8 +48,11 @@ struct volume_pool {
 	struct pool_worker w[];
 };
 
+enum { POOL_ACTIVATE, POOL_RESUME };
+
 /* The message of one job: this header, then device, name (no NULs) and the secret. */
 struct pool_job {
+	int32_t op; /* POOL_* */
 	int32_t keyslot;
 	uint32_t device_len, name_len, secret_len;
 };
@@ -131,6 +135,8 @@ static int worker_job(int job_fd, int result_fd)
 		r = read_full(job_fd, s->buf, j.secret_len);
 		s->len = j.secret_len;
 	}
+	if (r == 0 && j.op != POOL_ACTIVATE && j.op != POOL_RESUME)
+		r = -EBADMSG;
 	if (r < 0) {
 		/* the stream is out of step: answer this job and stop */
 		secret_free(s);
@@ -140,12 +146,21 @@ static int worker_job(int job_fd, int result_fd)
 		return -EBADMSG;
 	}
 	t0 = now_ms();
-	log_debug("Activation worker %d: activating '%s' as '%s' from %.3f ms.", (int)getpid(),
-		  device, name, t0);
-	r = volume_activate(device, name, j.keyslot, s);
-	s = secret_free(s);
-	log_debug("Activation worker %d: '%s' as '%s' %s until %.3f ms.", (int)getpid(), device,
-		  name, r < 0 ? "failed" : "active", now_ms());
+	if (j.op == POOL_RESUME) {
+		log_debug("Activation worker %d: resuming '%s' from %.3f ms.", (int)getpid(), name,
+			  t0);
+		r = volume_resume(name, j.keyslot, s);
+		s = secret_free(s);
+		log_debug("Activation worker %d: '%s' %s until %.3f ms.", (int)getpid(), name,
+			  r < 0 ? "not resumed" : "resumed", now_ms());
+	} else {
+		log_debug("Activation worker %d: activating '%s' as '%s' from %.3f ms.",
+			  (int)getpid(), device, name, t0);
+		r = volume_activate(device, name, j.keyslot, s);
+		s = secret_free(s);
+		log_debug("Activation worker %d: '%s' as '%s' %s until %.3f ms.", (int)getpid(),
+			  device, name, r < 0 ? "failed" : "active", now_ms());
+	}
 	free(device);
 	free(name);
 	return write_full(result_fd, &r, sizeof(r));
@@ -265,10 +280,11 @@ int volume_pool_start(unsigned workers, struct volume_pool **ret)
 }
 
 /* Send one job to @w and wait for its answer (the worker is ours while busy). */
-static int pool_run(struct pool_worker *w, const char *device, const char *name, int keyslot,
-		    const struct secret *secret)
+static int pool_run(struct pool_worker *w, int op, const char *device, const char *name,
+		    int keyslot, const struct secret *secret)
 {
 	struct pool_job j = {
+	    .op = op,
 	    .keyslot = keyslot,
 	    .device_len = (uint32_t)strlen(device),
 	    .name_len = (uint32_t)strlen(name),
@@ -294,15 +310,25 @@ static int pool_run(struct pool_worker *w, const char *device, const char *name,
 	return answer;
 }
 
-int volume_pool_activate(struct volume_pool *p, const char *device, const char *name, int keyslot,
-			 const struct secret *secret)
+/* volume_activate() or volume_resume() in this process. */
+static int pool_here(int op, const char *device, const char *name, int keyslot,
+		     const struct secret *secret)
+{
+	if (op == POOL_RESUME)
+		return volume_resume(name, keyslot, secret);
+	return volume_activate(device, name, keyslot, secret);
+}
+
+/* Run one job in an idle worker: its result, or -ECHILD when the worker died. */
+static int pool_submit(struct volume_pool *p, int op, const char *device, const char *name,
+		       int keyslot, const struct secret *secret)
 {
 	struct pool_worker *w = NULL;
 	sigset_t pipe_set, old;
 	int r;
 
 	if (!p)
-		return volume_activate(device, name, keyslot, secret);
+		return pool_here(op, device, name, keyslot, secret);
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		bool alive = false;
@@ -318,14 +344,14 @@ int volume_pool_activate(struct volume_pool *p, const char *device, const char *
 	if (w)
 		w->busy = true;
 	pthread_mutex_unlock(&p->lock);
-	if (!w) /* every worker died: this process activates, one at a time */
-		return volume_activate(device, name, keyslot, secret);
+	if (!w) /* every worker died: this process does it, one at a time */
+		return pool_here(op, device, name, keyslot, secret);
 
 	/* A dead worker's pipe must fail the write, not kill us. */
 	sigemptyset(&pipe_set);
 	sigaddset(&pipe_set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-	r = pool_run(w, device, name, keyslot, secret);
+	r = pool_run(w, op, device, name, keyslot, secret);
 	if (r == -ECHILD) {
 		struct timespec zero = {0, 0};
 		siginfo_t si;
@@ -338,10 +364,27 @@ int volume_pool_activate(struct volume_pool *p, const char *device, const char *
 	pthread_mutex_lock(&p->lock);
 	w->busy = false;
 	if (r == -ECHILD) {
-		log_debug("Activation worker %d died while activating '%s'.", (int)w->pid, device);
+		log_debug("Activation worker %d died while %s '%s'.", (int)w->pid,
+			  op == POOL_RESUME ? "resuming" : "activating",
+			  op == POOL_RESUME ? name : device);
 		w->dead = true;
 	}
 	pthread_cond_broadcast(&p->idle);
 	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int volume_pool_activate(struct volume_pool *p, const char *device, const char *name, int keyslot,
+			 const struct secret *secret)
+{
+	int r = pool_submit(p, POOL_ACTIVATE, device, name, keyslot, secret);
+
 	return r == -ECHILD ? -EIO : r;
+}
+
+int volume_pool_resume(struct volume_pool *p, const char *name, int keyslot,
+		       const struct secret *secret)
+{
+	/* the name goes in both strings of the job (the device is not needed) */
+	return pool_submit(p, POOL_RESUME, name, name, keyslot, secret);
 }

@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <json-c/json.h>
@@ -37,21 +36,15 @@
 #include "volume/volume.h"
 
 #define STACK_MAX_DEVS 8
-#define STACK_MAX_TARGETS 16
 
-struct stack_target {
-	uint64_t start;
-	bool crypt;
-	enum volume_key_state key;
-	char key_field[200]; /* ":64:logon:<desc>" or the hex (never copied out: see below) */
-};
-
+/* One dm device of the stack: its table as volume_dm_table() reads it (dm.h: the one reader; a
+ * target's key_field is the keyring field only, never a hex key). */
 struct stack_dev {
 	char name[128];
-	bool top;        /* CRYPT-LUKS2-...: the mapping the file system is on */
+	bool top; /* CRYPT-LUKS2-...: the mapping the file system is on */
 	bool suspended;
 	int n;
-	struct stack_target t[STACK_MAX_TARGETS];
+	struct volume_dm_target t[VOLUME_DM_TARGETS_MAX];
 };
 
 /* "0fd1...-..." -> "0fd1..." (lower case, no dashes) */
@@ -65,141 +58,62 @@ static void uuid_hex(const char *uuid, char *buf, size_t size)
 	buf[o] = '\0';
 }
 
-/* Is dm uuid @dm of LUKS @hex: "CRYPT-<TYPE>-<hex>-<name>"? */
-static bool dm_uuid_of(const char *dm, const char *hex, bool *ret_top)
+struct stack_walk {
+	const char *hex;
+	struct stack_dev *devs;
+	int n;
+};
+
+/* The table of @name, when it is a device of the volume (volume_dm_list() walks them). */
+static int stack_query(const char *name, void *userdata)
 {
-	const char *p;
+	struct stack_walk *w = userdata;
+	struct volume_dm_table tb;
+	struct stack_dev *d;
+	int r;
 
-	if (!dm || strncmp(dm, "CRYPT-", 6) != 0)
-		return false;
-	p = strchr(dm + 6, '-');
-	if (!p || strncasecmp(p + 1, hex, strlen(hex)) != 0 || p[1 + strlen(hex)] != '-')
-		return false;
-	*ret_top = strncmp(dm, "CRYPT-LUKS2-", 12) == 0;
-	return true;
-}
-
-static enum volume_key_state key_state(const char *key, size_t len)
-{
-	if (len > 0 && key[0] == ':')
-		return VOLUME_KEY_KEYRING;
-	if (len == 0 || (len == 1 && key[0] == '-'))
-		return VOLUME_KEY_NONE;
-	for (size_t i = 0; i < len; i++)
-		if (key[i] != '0')
-			return VOLUME_KEY_HEX;
-	return VOLUME_KEY_WIPED;
-}
-
-/* The table of @name (keys included, ioctl buffers wiped). */
-static int stack_query(const char *name, struct stack_dev *d, const char *hex, bool *ret_member)
-{
-	struct dm_task *dmt;
-	struct dm_info info;
-	uint64_t start, length;
-	char *type = NULL, *params = NULL;
-	void *next = NULL;
-	int r = 0;
-
-	*ret_member = false;
-	volume_dm_quiet();
-	dmt = dm_task_create(DM_DEVICE_TABLE);
-	if (!dmt)
-		return -ENOMEM;
-	if (!dm_task_set_name(dmt, name) || !dm_task_secure_data(dmt)) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if (!dm_task_run(dmt)) {
-		r = dm_task_get_errno(dmt) > 0 ? -dm_task_get_errno(dmt) : -EIO;
-		goto out;
-	}
-	if (!dm_task_get_info(dmt, &info) || !info.exists) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (!dm_uuid_of(dm_task_get_uuid(dmt), hex, &d->top))
-		goto out;
-	*ret_member = true;
+	r = volume_dm_table(name, &tb);
+	if (r == -ENOENT)
+		return 0; /* went away meanwhile */
+	if (r < 0)
+		return r;
+	if (!volume_dm_uuid_match(tb.dm_uuid, w->hex))
+		return 0;
+	if (tb.truncated)
+		return -E2BIG;
+	if (w->n == STACK_MAX_DEVS)
+		return -E2BIG;
+	d = &w->devs[w->n];
 	snprintf(d->name, sizeof(d->name), "%s", name);
-	d->suspended = info.suspended;
-	d->n = 0;
-	do {
-		struct stack_target *t;
-		next = dm_get_next_target(dmt, next, &start, &length, &type, &params);
-		if (!type)
-			break;
-		if (d->n == STACK_MAX_TARGETS) {
-			r = -E2BIG;
-			goto out;
-		}
-		t = &d->t[d->n++];
-		*t = (struct stack_target){.start = start};
-		t->crypt = strcmp(type, "crypt") == 0;
-		if (t->crypt && params) {
-			const char *key = strchr(params, ' ');
-			size_t klen;
-			key = key ? key + 1 : params + strlen(params);
-			klen = strcspn(key, " ");
-			t->key = key_state(key, klen);
-			if (t->key == VOLUME_KEY_KEYRING)
-				snprintf(t->key_field, sizeof(t->key_field), "%.*s", (int)klen, key);
-		}
-	} while (next);
-out:
-	dm_task_destroy(dmt);
-	return r;
+	d->top = strncmp(tb.dm_uuid, "CRYPT-LUKS2-", 12) == 0;
+	d->suspended = tb.suspended;
+	d->n = tb.n;
+	memcpy(d->t, tb.t, sizeof(d->t));
+	/* the top first */
+	if (d->top && w->n > 0) {
+		struct stack_dev tmp = w->devs[0];
+		w->devs[0] = *d;
+		*d = tmp;
+	}
+	w->n++;
+	return 0;
 }
 
-/* Every dm device of LUKS volume @uuid, the top first. */
+/* Every dm device of LUKS volume @uuid, the top first; only their own tables are read. */
 static int stack_list(const char *uuid, struct stack_dev *devs, int *ret_n)
 {
 	char hex[40];
-	struct dm_names *names;
-	struct dm_task *dmt;
-	int n = 0, r = 0;
+	struct stack_walk w = {.hex = hex, .devs = devs};
+	int r;
 
 	uuid_hex(uuid, hex, sizeof(hex));
 	if (strlen(hex) != 32)
 		return -EINVAL;
-	if (!volume_dm_available())
-		return -ENOTSUP;
-	volume_dm_quiet();
-	dmt = dm_task_create(DM_DEVICE_LIST);
-	if (!dmt)
-		return -ENOMEM;
-	if (!dm_task_run(dmt)) {
-		r = -EIO;
-		goto out;
-	}
-	names = dm_task_get_names(dmt);
-	for (unsigned next = 0; names && names->dev; names = (void *)((char *)names + next)) {
-		struct stack_dev d = {};
-		bool member;
-		next = names->next;
-		r = stack_query(names->name, &d, hex, &member);
-		if (r == -ENOENT)
-			r = 0; /* went away meanwhile */
-		if (r < 0)
-			goto out;
-		if (member) {
-			if (n == STACK_MAX_DEVS) {
-				r = -E2BIG;
-				goto out;
-			}
-			if (d.top && n > 0) {
-				devs[n++] = devs[0];
-				devs[0] = d;
-			} else
-				devs[n++] = d;
-		}
-		if (!next)
-			break;
-	}
-	*ret_n = n;
-out:
-	dm_task_destroy(dmt);
-	return r;
+	r = volume_dm_list(hex, stack_query, &w);
+	if (r < 0)
+		return r;
+	*ret_n = w.n;
+	return 0;
 }
 
 static uint64_t now_usec(void)

@@ -153,6 +153,10 @@ unsigned volume_pool_default_size(void);
 int volume_pool_start(unsigned workers, struct volume_pool **ret);
 int volume_pool_activate(struct volume_pool *p, const char *device, const char *name, int keyslot,
 			 const struct secret *secret);
+/* volume_resume() of @name in a worker (restore --all), as volume_pool_activate(); -ECHILD
+ * when the worker died (the mapping may be left suspended or resumed). */
+int volume_pool_resume(struct volume_pool *p, const char *name, int keyslot,
+		       const struct secret *secret);
 void volume_pool_stop(struct volume_pool *p);
 
 /* crypt_deactivate(), also of a suspended mapping.  -ENOENT, -ENODEV (not a LUKS2 crypt mapping),
@@ -202,6 +206,16 @@ int volume_mapping_find(const char *uuid, struct volume_mapping *ret);
  * --all. */
 int volume_mapping_list(struct volume_mapping ***ret);
 void volume_mapping_list_free(struct volume_mapping **l);
+/* The same, of LUKS volume @uuid only: one DM_DEVICE_LIST, and the tables of that volume's dm
+ * devices only (a device's dm uuid, read from sysfs, names its volume), so the cost does not grow
+ * with the other mappings.  *ret_stack (may be NULL): the volume has a dm device other than plain
+ * crypt mappings (as volume_stack_present() says 1).  -EINVAL when @uuid is not a LUKS UUID. */
+int volume_mapping_list_of(const char *uuid, struct volume_mapping ***ret, bool *ret_stack);
+/* The LUKS UUIDs (32 lower-case hex digits, no dashes) that a dm device's dm uuid names
+ * ("CRYPT-<TYPE>-<hex>-<name>", read from sysfs after one DM_DEVICE_LIST; no table is read), as a
+ * NULL-terminated string array (strv_free()).  A volume not listed has no dm device at all: for
+ * many volumes at once, instead of volume_stack_present() for each. */
+int volume_dm_volumes(char ***ret);
 
 /* Count keys whose description starts with "kmscrypt:" in /proc/keys (for checks and tests). */
 int volume_keyring_count_kmscrypt(void);

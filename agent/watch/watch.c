@@ -252,9 +252,18 @@ static void act_on_denial(struct watcher *w, struct wkms *k, struct vol *v, stru
 			audit(w, v, "watch-wipe", v->msg, reason);
 			goto out;
 		}
-		log_error("KMS '%s' (%s) denied access %s: %s; wiped key of '%s'.", k->name,
-			  k->provider, times(wv->denials), desc, v->mapping);
-		audit(w, v, "watch-wipe", "ok", reason);
+		if (v->tok.revoked)
+			log_error("KMS '%s' (%s) denied access %s: %s; wiped key of '%s'.", k->name,
+				  k->provider, times(wv->denials), desc, v->mapping);
+		else
+			/* core_revoke() succeeds without the header mark while a re-encryption is
+			 * pending (libcryptsetup refuses header changes then): say so */
+			log_error("KMS '%s' (%s) denied access %s: %s; wiped key of '%s'. A "
+				  "re-encryption is pending, so the revoked mark is in the state dir "
+				  "only (this host), not in its LUKS2 header: the KMS's denial is what "
+				  "keeps other hosts out.",
+				  k->name, k->provider, times(wv->denials), desc, v->mapping);
+		audit(w, v, "watch-wipe", "ok", reason); /* the wipe is; status shows the marks */
 	}
 	if (k->ws.on_revoke == KMS_ON_REVOKE_CLOSE && v->mapped) {
 		char name[sizeof(v->mapping)];

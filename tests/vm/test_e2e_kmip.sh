@@ -17,6 +17,8 @@ export KMIP_SERVER_START_TIMEOUT=300 # python + PyKMIP import slowly under TCG
 ip link set lo up
 KD=$(mktemp -d /tmp/kmscrypt-kmip.XXXXXX)
 trap 'bash "$SRV" stop "$KD" >/dev/null 2>&1 || true; t_global_cleanup' EXIT
+# the host-made test PKI: kmip_server.sh's mkcerts.sh then keeps it (~15 openssl runs less in the guest)
+t_certs "$KD/certs"
 PORT=$(bash "$SRV" start "$KD") || {
 	tail -n 30 "$KD/stdout.log" "$KD/server.log" >&2 2>/dev/null
 	echo "FATAL: PyKMIP server did not start" >&2

@@ -1,0 +1,64 @@
+#!/bin/bash
+# shellcheck disable=SC2317  # the case functions are called through t_case
+# The dm work of a revoke does not grow with the other dm devices of the host (issue 13): revoke
+# reads the tables of the volume's own devices only (its dm uuid, from sysfs, names the volume),
+# never one table per dm device per listing. Counted with strace (DM_TABLE_STATUS ioctls of the
+# whole command, libcryptsetup's included), on a real kernel:
+#   - revoke of one open volume, once with no other dm device and once beside 16 others (8
+#     without a dm uuid, 8 with a CRYPT-LUKS2-/CRYPT-SUBDEV- uuid of other LUKS UUIDs): the same
+#     number of table reads; every time the table shows the zero key and restore brings it back.
+# Runs as root inside the VM (ctest does this):
+#   scripts/vm/run.sh --build-dir BUILD -- bash tests/vm/test_revoke_scaling.sh
+set -euo pipefail
+# shellcheck source=tests/vm/lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+command -v strace >/dev/null || { echo "FATAL: strace not found (apt-get install strace)" >&2; exit 1; }
+
+# table_reads: DM_TABLE_STATUS ioctls of `kmscrypt revoke kv-sc` (named, or the raw number
+# _IOWR(0xfd, 12, struct dm_ioctl) when strace does not decode dm ioctls)
+table_reads() {
+	strace -f -qq -e trace=ioctl -o "$WORK/strace.$1" "$KMSCRYPT" --config-dir "$CFG" \
+		--state-dir "$STATE" -q revoke kv-sc --reason "scaling $1" >"$WORK/revoke.$1.out" 2>&1 ||
+		t_fail "revoke under strace ($1)" "exit 0" "$(cat "$WORK/revoke.$1.out")"
+	grep -cE 'DM_TABLE_STATUS|0xc138fd0c' "$WORK/strace.$1" || true
+}
+
+check_revoked() { # WHAT
+	local key
+	key=$(t_table_key kv-sc)
+	[[ $key =~ ^0{64,}$ ]] || t_fail "kv-sc shows the zero key after revoke ($1)" "0...0" "${key:0:12}..."
+	assert_eq SUSPENDED "$(t_dm_state kv-sc)" "kv-sc suspended ($1)"
+	kc 0 "restore ($1)" -- -q restore kv-sc
+	assert_eq ACTIVE "$(t_dm_state kv-sc)" "kv-sc back after restore ($1)"
+}
+
+case_revoke_scaling() {
+	local dev uuid alone beside i hex # (uuid: set by t_volume)
+	t_kms_local sc
+	t_volume dev uuid sc sc kv-sc
+	t_log "kv-sc is volume $uuid on $dev"
+	kc 0 "unlock" -- -q unlock "$dev"
+	assert_eq ACTIVE "$(t_dm_state kv-sc)" "kv-sc open"
+
+	alone=$(table_reads alone)
+	check_revoked alone
+	for ((i = 1; i <= 8; i++)); do
+		dmsetup create "other$i" --table "0 8 error"
+		hex=$(tr -d - </proc/sys/kernel/random/uuid)
+		if ((i % 2)); then
+			dmsetup create "crypt$i" --uuid "CRYPT-LUKS2-$hex-crypt$i" --table "0 8 error"
+		else
+			dmsetup create "sub$i" --uuid "CRYPT-SUBDEV-$hex-sub$i" --table "0 8 error"
+		fi
+	done
+	assert_eq 17 "$(dmsetup ls | wc -l)" "dm devices beside kv-sc"
+	beside=$(table_reads beside)
+	check_revoked beside
+	t_log "DM_TABLE_STATUS ioctls of one revoke: $alone alone, $beside beside 16 other dm devices"
+	((alone > 0)) || t_fail "strace sees the table reads" "> 0" "$alone"
+	assert_eq "$alone" "$beside" "table reads of a revoke beside 16 other dm devices (as alone)"
+}
+
+t_case revoke_scaling case_revoke_scaling
+t_finish
