@@ -323,6 +323,12 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 			/* unlock --all: an image file recorded by an earlier command is not a
 			 * volume of this machine's boot (libcryptsetup would attach a loop
 			 * device to it) */
+			/* a block device: the scan above looked at every non-empty one (it skips
+			 * suspended dm devices, which reading would block on); loading its header
+			 * again per record costs a libcryptsetup open of each detached loop device
+			 * an old volume left a record for */
+			if (r == 0 && is_block_device(states[i]->device))
+				continue;
 			if ((flags & VOL_LIST_BLOCK_ONLY) && !is_block_device(states[i]->device)) {
 				log_debug("Skipping '%s' (volume %s): not a block device.",
 					  states[i]->device, states[i]->uuid);
