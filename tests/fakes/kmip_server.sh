@@ -80,9 +80,12 @@ start() {
 }
 
 stop() {
-	local dir=$1 pid
+	local dir=$1 pid kids k
 	[[ -s $dir/pid ]] || return 0
 	pid=$(cat "$dir/pid")
+	# PyKMIP's server forks a multiprocessing manager; when the server is killed, or exits
+	# without shutting it down, that child lives on (as init's): note it now, end it below
+	kids=$(pgrep -P "$pid" 2>/dev/null || true)
 	if kill -INT "$pid" 2>/dev/null; then
 		for _ in $(seq 1 $((${KMIP_SERVER_START_TIMEOUT:-15} * 10))); do
 			kill -0 "$pid" 2>/dev/null || break
@@ -93,6 +96,9 @@ stop() {
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
 	fi
+	for k in $kids; do
+		kill -KILL "$k" 2>/dev/null || true
+	done
 	rm -f "$dir/pid"
 }
 
