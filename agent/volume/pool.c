@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
 #include "volume/volume.h"
@@ -56,22 +57,6 @@ struct pool_job {
 	int32_t keyslot;
 	uint32_t device_len, name_len, secret_len;
 };
-
-static int write_full(int fd, const void *p, size_t n)
-{
-	const uint8_t *b = p;
-
-	while (n > 0) {
-		ssize_t k = write(fd, b, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return k < 0 ? -errno : -EIO;
-		b += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
 
 /* 0, -EPIPE at a clean EOF before the first byte, -EIO at a short read. */
 static int read_full(int fd, void *p, size_t n)
@@ -142,7 +127,7 @@ static int worker_job(int job_fd, int result_fd)
 		secret_free(s);
 		free(device);
 		free(name);
-		(void)write_full(result_fd, &r, sizeof(r));
+		(void)fd_write_all(result_fd, &r, sizeof(r));
 		return -EBADMSG;
 	}
 	t0 = now_ms();
@@ -163,7 +148,7 @@ static int worker_job(int job_fd, int result_fd)
 	}
 	free(device);
 	free(name);
-	return write_full(result_fd, &r, sizeof(r));
+	return fd_write_all(result_fd, &r, sizeof(r));
 }
 
 static _Noreturn void worker_main(int job_fd, int result_fd)
@@ -295,13 +280,13 @@ static int pool_run(struct pool_worker *w, int op, const char *device, const cha
 	if (j.device_len == 0 || j.device_len > POOL_STRING_MAX || j.name_len == 0 ||
 	    j.name_len > POOL_STRING_MAX || j.secret_len == 0 || secret->len > POOL_SECRET_MAX)
 		return -EINVAL;
-	r = write_full(w->job_fd, &j, sizeof(j));
+	r = fd_write_all(w->job_fd, &j, sizeof(j));
 	if (r == 0)
-		r = write_full(w->job_fd, device, j.device_len);
+		r = fd_write_all(w->job_fd, device, j.device_len);
 	if (r == 0)
-		r = write_full(w->job_fd, name, j.name_len);
+		r = fd_write_all(w->job_fd, name, j.name_len);
 	if (r == 0)
-		r = write_full(w->job_fd, secret->buf, secret->len);
+		r = fd_write_all(w->job_fd, secret->buf, secret->len);
 	if (r < 0)
 		return -ECHILD;
 	r = read_full(w->result_fd, &answer, sizeof(answer));
