@@ -339,6 +339,13 @@ static int revoke_wipe_maps(struct vol *v, int rl, struct volume_mapping **maps,
 		r = volume_suspend_wipe(maps[i]->name, &rep);
 		if (r == 0 && !rep.table_key_zero)
 			r = -EIO;
+		if (r == 0) {
+			/* the list was read before the wipe: v->map tells what is now (status,
+			 * the watcher's metrics of this very round) */
+			maps[i]->suspended = true;
+			maps[i]->key = VOLUME_KEY_WIPED;
+			maps[i]->key_desc[0] = 0;
+		}
 		if (wiped++ == 0 || (r < 0 && first == 0)) {
 			v->map = *maps[i];
 			v->mapped = true;
@@ -524,6 +531,17 @@ void core_restore(const struct core_ctx *c, struct kms_set *ks, struct vol *v)
 	core_restore_in(c, ks, v, NULL);
 }
 
+/* After a resume or an activation that worked: v->map says what is now (the watcher's state of
+ * this round), not what was read before. */
+static void restore_landed(struct vol *v)
+{
+	if (!v->mapped)
+		snprintf(v->map.name, sizeof(v->map.name), "%s", v->mapping);
+	v->mapped = true;
+	v->map.suspended = false;
+	v->map.key = VOLUME_KEY_KEYRING;
+}
+
 void core_restore_in(const struct core_ctx *c, struct kms_set *ks, struct vol *v,
 		     struct volume_pool *pool)
 {
@@ -620,6 +638,7 @@ void core_restore_in(const struct core_ctx *c, struct kms_set *ks, struct vol *v
 			 v->mapping);
 		v->code = KMSCRYPT_EXIT_VOLUME;
 		v->result = "error";
+		restore_landed(v);
 		vol_audit(c, v, "restore", NULL);
 		return;
 	}
@@ -633,6 +652,7 @@ void core_restore_in(const struct core_ctx *c, struct kms_set *ks, struct vol *v
 			 v->hdr.uuid, strerror(-r), v->mapping);
 		v->code = KMSCRYPT_EXIT_FAILURE;
 		v->result = "error";
+		restore_landed(v);
 		vol_audit(c, v, "restore", NULL);
 		return;
 	}
@@ -646,6 +666,7 @@ void core_restore_in(const struct core_ctx *c, struct kms_set *ks, struct vol *v
 		snprintf(v->msg, sizeof(v->msg),
 			 "Restored '%s' (UUID %s) through KMS '%s': %s in %.0f ms.", v->mapping,
 			 v->hdr.uuid, v->tok.kms, v->mapped ? "resumed" : "reopened", v->ms);
+	restore_landed(v);
 	vol_audit(c, v, "restore", NULL);
 }
 

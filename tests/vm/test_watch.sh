@@ -256,6 +256,21 @@ c_denials() { # UUID N
 	W_SEEN=$(t_watch "$1" consecutive_denials)
 	[[ $W_SEEN == "$2" ]]
 }
+c_m_denials() { # MAPPING N: the metrics file counts at least N consecutive denials for MAPPING
+	W_SEEN=$(m_get "$WORK/m.prom" kmscrypt_volume_consecutive_denials mapping="$1")
+	[[ $W_SEEN =~ ^[0-9]+ ]] && ((${W_SEEN%%.*} >= $2)) && W_SEEN=${W_SEEN%%.*}
+}
+# m_state FILE MAPPING: the state label of MAPPING's kmscrypt_volume_state sample in FILE.
+m_state() {
+	local line
+	while IFS= read -r line; do
+		[[ $line == "kmscrypt_volume_state{"*"mapping=\"$2\""* ]] || continue
+		line=${line#*state=\"}
+		echo "${line%%\"*}"
+		return 0
+	done <"$1"
+	echo "(absent)"
+}
 c_wiped() { # MAPPING
 	W_SEEN=$(t_table_key "$1")
 	[[ $W_SEEN =~ ^0{64,}$ ]]
@@ -347,6 +362,17 @@ case_wipe() {
 	assert_eq SUSPENDED "$(t_dm_state kv-wa)" "kv-wa suspended by the watcher"
 	assert_table_key_wiped kv-wa
 	assert_no_key_in_proc_keys "$uuid"
+	# The metrics file of the round that wiped (the first with ra denials; the next round is
+	# $iv s away): it already says revoked-suspended, not the state read before the wipe.
+	t_wait $((iv + SLACK)) "metrics: the wiping round's file (consecutive_denials >= $ra)" \
+		c_m_denials kv-wa "$ra"
+	cp "$WORK/m.prom" "$WORK/m.wipe-round.prom"
+	if [[ $W_SEEN == "$ra" ]]; then
+		assert_eq revoked-suspended "$(m_state "$WORK/m.wipe-round.prom" kv-wa)" \
+			"metrics of the wiping round: kv-wa state"
+	else
+		echo "    (the wiping round's metrics file was replaced before it was read: denials $W_SEEN)"
+	fi
 
 	t_wait 5 "audit: watch-wipe record for kv-wa" c_audit watch-wipe "$uuid"
 	assert_match '"kms":"wa"' "$W_SEEN" "watch-wipe record names the KMS"
