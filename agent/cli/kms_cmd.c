@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* kmscrypt kms create|list|show|edit|delete|check: named KMS configurations. */
+/* kmscrypt kms create|list|show|edit|delete|check|policy: named KMS configurations (the proof of
+ * one, a wrap/unwrap round trip, is core/check.c's). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,8 @@
 
 #include "cli/cli.h"
 #include "codec/base64.h"
+#include "core/check.h"
+#include "core/vol.h"
 #include "codec/token.h"
 #include "config/kms_config.h"
 #include "kmscrypt/exit.h"
@@ -339,42 +342,6 @@ static int write_config(const struct cli *c, const struct kms_config *cfg, bool 
 	return 0;
 }
 
-/* Open the provider and prove it: describe the key and do a wrap/unwrap round trip. */
-static int kms_prove(const struct cli *c, const struct kms_config *cfg, struct kms_key_info *info,
-		     double *ret_ms, struct kms_error *err)
-{
-	_cleanup_secret_ struct secret *probe = NULL, *back = NULL;
-	struct kms_aad aad = {.uuid = "00000000-0000-4000-8000-000000000000", .keyslot = 0};
-	struct kms_wrapped w = {};
-	void *ctx = NULL;
-	double t0 = now_ms();
-	int r;
-
-	r = cfg->provider->open(cfg, &c->core.rt, &ctx, err);
-	if (r < 0)
-		return r;
-	r = cfg->provider->describe(ctx, info, err);
-	if (r < 0)
-		goto out;
-	r = secret_random(32, &probe);
-	if (r < 0)
-		goto out;
-	r = cfg->provider->wrap(ctx, &aad, probe, &w, err);
-	if (r < 0)
-		goto out;
-	r = cfg->provider->unwrap(ctx, &aad, &w, &back, err);
-	if (r < 0)
-		goto out;
-	if (back->len != probe->len || secret_memcmp(back->buf, probe->buf, probe->len) != 0)
-		r = kms_error_set(err, -EBADMSG, "RoundTripMismatch",
-				  "the KMS returned different bytes than were wrapped");
-out:
-	kms_wrapped_done(&w);
-	cfg->provider->close(ctx);
-	*ret_ms = now_ms() - t0;
-	return r;
-}
-
 static int kms_create(struct cli *c, int argc, char **argv)
 {
 	struct kms_args a = {};
@@ -442,7 +409,7 @@ static int kms_create(struct cli *c, int argc, char **argv)
 			goto out;
 		}
 	}
-	r = kms_prove(c, &cfg, &info, &ms, &err);
+	r = core_kms_prove(&c->core, &cfg, &info, &ms, &err);
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "KMS configuration '%s' (%s) does not work: %s. Nothing was saved; "
@@ -751,7 +718,7 @@ static int kms_edit(struct cli *c, int argc, char **argv)
 	r = core_kms_resolve_credentials(&cfg);
 	if (r < 0)
 		goto out;
-	r = kms_prove(c, &cfg, &info, &ms, &err);
+	r = core_kms_prove(&c->core, &cfg, &info, &ms, &err);
 	if (r < 0) {
 		kms_error_describe(&err, buf, sizeof(buf));
 		log_error_errno(r, "The new settings for '%s' do not work: %s. Nothing was changed.",
@@ -798,41 +765,6 @@ out:
 	kms_config_done(&cfg);
 	kms_config_done(&old);
 	return r == -EINVAL ? KMSCRYPT_EXIT_USAGE : cli_exit_code(r);
-}
-
-/* Is volume @uuid still somewhere: its recorded @device (NULL or "?": unknown) with that UUID, a
- * /dev/disk/by-uuid link, an open mapping, or a block device carrying a kmscrypt token?  A device
- * that cannot be read counts as present: only a volume known to be gone may be forgotten. */
-static bool volume_present(const char *uuid, const char *device)
-{
-	struct volume_mapping m;
-	char path[128], **devs = NULL;
-	bool found = false;
-	int r;
-
-	if (device && strcmp(device, "?") != 0) {
-		struct volume_header h = {};
-
-		r = volume_read_header(device, &h);
-		found = r == 0 ? strcasecmp(h.uuid, uuid) == 0 : r != -ENOENT && r != -ENODEV;
-		volume_header_done(&h);
-		if (found)
-			return true;
-	}
-	snprintf(path, sizeof(path), "/dev/disk/by-uuid/%s", uuid);
-	if (access(path, F_OK) == 0 || volume_mapping_find(uuid, &m) == 0)
-		return true;
-	if (volume_scan(&devs) < 0)
-		return false;
-	for (size_t i = 0; devs[i] && !found; i++) {
-		struct volume_header h = {};
-
-		if (volume_read_header(devs[i], &h) == 0 && strcasecmp(h.uuid, uuid) == 0)
-			found = true;
-		volume_header_done(&h);
-	}
-	strv_free(devs);
-	return found;
 }
 
 /* usage_list() items are "uuid (device)": the UUID and, in @dev, the device ("?": unknown). */
@@ -946,7 +878,7 @@ static int kms_delete(struct cli *c, int argc, char **argv)
 			char uuid[64], dev[512];
 
 			usage_item_split(uses[i], uuid, sizeof(uuid), dev, sizeof(dev));
-			missing[i] = !volume_present(uuid, dev);
+			missing[i] = !vol_present(uuid, dev);
 			n_missing += missing[i];
 		}
 		if (forget && n_missing == n) {
@@ -1009,13 +941,10 @@ out:
 	return cli_exit_code(r);
 }
 
+/* `kms check NAME`: the round trip is core_kms_check()'s; this prints what it found. */
 static int kms_check(struct cli *c, int argc, char **argv)
 {
-	struct kms_config cfg = {};
-	struct kms_key_info info = {};
-	struct kms_error err = {};
-	char buf[512];
-	double ms;
+	struct core_kms_check k;
 	int r;
 	if (cli_reject_options("kms check", argc, argv) < 0)
 		return KMSCRYPT_EXIT_USAGE;
@@ -1023,51 +952,43 @@ static int kms_check(struct cli *c, int argc, char **argv)
 	if (argc != 2)
 		return log_error_errno(EINVAL, "Usage: kmscrypt kms check NAME [--json]"),
 		       KMSCRYPT_EXIT_USAGE;
-	r = core_kms_load(&c->core, argv[1], &cfg);
-	if (r < 0)
+	r = core_kms_check(&c->core, argv[1], &k);
+	if (!k.proved) { /* logged; nothing else to say */
+		core_kms_check_done(&k);
 		return cli_exit_code(r);
-	r = core_kms_resolve_credentials(&cfg);
-	if (r < 0) {
-		kms_config_done(&cfg);
-		return cli_exit_code(r);
-	}
-	r = kms_prove(c, &cfg, &info, &ms, &err);
-	if (r < 0) {
-		kms_error_describe(&err, buf, sizeof(buf));
-		log_error_errno(r, "KMS configuration '%s' (%s) failed its check: %s; %s.", cfg.name,
-				cfg.provider->name, buf, core_hint_for(r));
 	}
 	if (c->json) {
 		json_object *o = json_object_new_object();
-		json_object_object_add(o, "name", json_object_new_string(cfg.name));
-		json_object_object_add(o, "provider", json_object_new_string(cfg.provider->name));
+		json_object_object_add(o, "name", json_object_new_string(k.cfg.name));
+		json_object_object_add(o, "provider", json_object_new_string(k.cfg.provider->name));
 		json_object_object_add(o, "ok", json_object_new_boolean(r == 0));
 		json_object_object_add(o, "result",
 				       json_object_new_string(cli_exit_name(cli_exit_code(r))));
 		if (r == 0) {
-			json_object_object_add(o, "key_id", json_object_new_string(info.key_id));
-			json_object_object_add(o, "key_state", json_object_new_string(info.state));
+			json_object_object_add(o, "key_id", json_object_new_string(k.info.key_id));
+			json_object_object_add(o, "key_state", json_object_new_string(k.info.state));
 		} else {
-			json_object_object_add(o, "error_code", json_object_new_string(err.code));
+			json_object_object_add(o, "error_code", json_object_new_string(k.err.code));
 		}
 		/* "error": the KMS's own message when it gave one, else the one logged */
 		cli_json_add_outcome(o, cli_exit_code(r),
-				     err.message[0] ? err.message : log_last_error());
-		json_object_object_add(o, "duration_ms", json_ms(ms));
+				     k.err.message[0] ? k.err.message : log_last_error());
+		json_object_object_add(o, "duration_ms", json_ms(k.ms));
 		cli_print_json(o);
 	} else if (r == 0 && !c->quiet) {
 		/* key id, state and description are the KMS's text: escaped (util/escape.h) */
-		char ek[sizeof(info.key_id)], es[sizeof(info.state)], ed[sizeof(info.description)];
+		char ek[sizeof(k.info.key_id)], es[sizeof(k.info.state)];
+		char ed[sizeof(k.info.description)];
 
 		printf("KMS configuration '%s' works: key %s (%s%s%s) wrapped and unwrapped a test "
 		       "secret in %.0f ms.\n",
-		       cfg.name, cescape_buf(info.key_id, ek, sizeof(ek)),
-		       cescape_buf(info.state, es, sizeof(es)), info.description[0] ? ", " : "",
-		       cescape_buf(info.description, ed, sizeof(ed)), ms);
+		       k.cfg.name, cescape_buf(k.info.key_id, ek, sizeof(ek)),
+		       cescape_buf(k.info.state, es, sizeof(es)), k.info.description[0] ? ", " : "",
+		       cescape_buf(k.info.description, ed, sizeof(ed)), k.ms);
 	}
-	if (r == 0 && info.warning[0])
-		log_warning("Warning: %s.", info.warning);
-	kms_config_done(&cfg);
+	if (r == 0 && k.info.warning[0])
+		log_warning("Warning: %s.", k.info.warning);
+	core_kms_check_done(&k);
 	return cli_exit_code(r);
 }
 

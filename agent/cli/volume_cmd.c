@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* kmscrypt format | bind | unbind | check: options in, text/JSON out; the flows are core/format.c's
- * (format, bind, unbind) and core/flows.h's (check's unwrap). */
+ * (format, bind, unbind) and core/check.c's (check). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -11,7 +11,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
-#include "core/flows.h"
+#include "core/check.h"
 #include "core/format.h"
 #include "core/vol.h"
 #include "codec/token.h"
@@ -424,83 +424,15 @@ static void check_json_answers(const struct vol *v, json_object *o)
 							   : -1));
 }
 
+/* One volume of `check`: the flow is core_check_volume()'s; this prints its outcome. */
 static int check_one(const struct cli *c, struct kms_set *hs, const char *device,
 		     json_object *arr)
 {
-	struct vol v = {};
-	struct kms_handle *h;
-	struct kms_error err = {};
-	_cleanup_secret_ struct secret *secret = NULL;
-	char buf[512];
-	double t0 = now_ms();
+	struct vol v;
 	unsigned errors = log_error_count();
-	bool audit = false;
 	int r;
 
-	r = vol_from_device(&c->core, device, &v, true);
-	if (r < 0)
-		goto out;
-	{
-		char pend[512];
-		if (core_reencrypt_pending(&v, pend, sizeof(pend)))
-			log_warning("%s", pend);
-	}
-	/* A revoked volume is not unwrapped, not even to test it: restore is the way back. */
-	if (vol_refusal(&c->core, &v, v.msg, sizeof(v.msg))) {
-		r = v.state_r < 0 && v.state_r != -ENOENT ? -EBADMSG : -EALREADY;
-		log_error("%s", v.msg);
-		goto out;
-	}
-	if (v.tok.n_wraps > 1) {
-		/* several KMSs: every one is asked, and each answer reported */
-		audit = true;
-		r = core_unwrap(&c->core, hs, &v, "check", &secret, NULL);
-		if (r < 0) {
-			log_error("%s", v.msg);
-			goto out;
-		}
-		goto test;
-	}
-	h = kms_set_get(&c->core, hs, v.tok.kms, &r);
-	if (!h && core_unwrap_fallback(&c->core, hs, &v, &secret) == 0)
-		h = kms_set_get(&c->core, hs, v.tok.kms, &r); /* another token's configuration */
-	if (!h) {
-		/* logged for the first volume bound to it only */
-		snprintf(v.msg, sizeof(v.msg),
-			 "Cannot check '%s' (UUID %s): KMS configuration '%s' cannot be used (see "
-			 "the error logged for it).",
-			 device, v.hdr.uuid, v.tok.kms);
-		goto out;
-	}
-	audit = true; /* a KMS round trip with the volume's secret */
-	r = kms_handle_unwrap(h, v.hdr.uuid, &v.tok, &secret, &err);
-	if (r < 0 && core_unwrap_fallback(&c->core, hs, &v, &secret) == 0)
-		r = 0; /* another kmscrypt token opened it (a rotation was interrupted) */
-	if (r < 0) {
-		kms_error_describe(&err, buf, sizeof(buf));
-		log_error_errno(r, "Cannot unwrap the secret of '%s' (UUID %s) through KMS '%s': %s; "
-				   "%s.",
-				device, v.hdr.uuid, v.tok.kms, buf, core_hint_for_error(r, &err));
-		snprintf(v.msg, sizeof(v.msg), "%s", buf);
-		goto out;
-	}
-test:
-	r = volume_test_secret(device, v.tok.keyslot, secret);
-	if (r < 0) {
-		snprintf(v.msg, sizeof(v.msg),
-			 "The unwrapped secret does not open keyslot %d of '%s' (UUID %s): the token "
-			 "does not match its keyslot. Open the volume with its recovery key and "
-			 "re-bind it.",
-			 v.tok.keyslot, device, v.hdr.uuid);
-		log_error_errno(r == -EPERM ? EBADMSG : r, "%s", v.msg);
-		r = r == -EPERM ? -EBADMSG : r;
-		goto out;
-	}
-out:
-	v.r = r;
-	v.ms = now_ms() - t0;
-	if (audit)
-		vol_audit(&c->core, &v, "check", NULL);
+	r = core_check_volume(&c->core, hs, device, &v);
 	if (c->json) {
 		/* this volume's own error: the last one logged since it began, else its message */
 		const char *msg = r == 0 ? NULL

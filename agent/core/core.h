@@ -7,7 +7,8 @@
  *     each configuration opened once, one connection per endpoint),
  *   - volumes as the flows see them (core/vol.h: header, token, mapping, state, marks),
  *   - the flows: unlock, lock, revoke, restore (core/flows.h), including the revoked marks and the
- *     wait for the token plugin's unlocks in flight; format, bind, unbind (core/format.h).
+ *     wait for the token plugin's unlocks in flight; format, bind, unbind (core/format.h); check
+ *     and the proof of a KMS configuration (core/check.h); rotation and re-encryption (flows.h).
  * Front ends parse arguments and print; they never reach into each other.  Functions that log say so;
  * each error is logged once, with what to do next.
  */
@@ -141,6 +142,10 @@ const char *core_kms_failure(int r, const struct kms_error *e);
 /* Read a header and its kmscrypt token; logs when @log is set.  -ENODEV: no LUKS2/no token. */
 int core_read_volume(const char *device, struct volume_header *ret_hdr,
 		    struct kmscrypt_token *ret_tok, bool log);
+/* The same from a header already read (volume_scan_headers()): takes over *@hdr (left empty,
+ * freed on failure). */
+int core_volume_from_header(const char *device, struct volume_header *hdr,
+			    struct volume_header *ret_hdr, struct kmscrypt_token *ret_tok, bool log);
 
 /* Default mapping name for a volume: its label when usable, else "kmscrypt-<uuid8>". */
 void core_default_mapping(const char *label, const char *uuid, char *buf, size_t n);

@@ -410,7 +410,6 @@ int core_read_volume(const char *device, struct volume_header *ret_hdr,
 		    struct kmscrypt_token *ret_tok, bool log)
 {
 	struct volume_header h = {};
-	char why[256] = "";
 	int r;
 
 	r = volume_read_header(device, &h);
@@ -427,6 +426,17 @@ int core_read_volume(const char *device, struct volume_header *ret_hdr,
 					       device);
 		return log_error_errno(r, "Cannot read the LUKS2 header of '%s': %m", device);
 	}
+	return core_volume_from_header(device, &h, ret_hdr, ret_tok, log);
+}
+
+int core_volume_from_header(const char *device, struct volume_header *hdr,
+			    struct volume_header *ret_hdr, struct kmscrypt_token *ret_tok, bool log)
+{
+	struct volume_header h = *hdr;
+	char why[256] = "";
+	int r;
+
+	*hdr = (struct volume_header){.token_id = -1};
 	if (h.token_id < 0 || !h.token_json) {
 		if (log)
 			log_error("'%s' (UUID %s) has no kmscrypt token. Bind it with 'kmscrypt bind "

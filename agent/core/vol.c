@@ -88,8 +88,10 @@ static void vol_fill_runtime(const struct core_ctx *c, struct vol *v, struct vol
 		core_default_mapping(v->hdr.label, v->hdr.uuid, v->mapping, sizeof(v->mapping));
 }
 
+/* @hdr: the device's header already read (taken over), or NULL to read it here. */
 static int vol_from_device_maps(const struct core_ctx *c, const char *device, struct vol *v,
-				bool log, struct volume_mapping **maps, char **hexes)
+				bool log, struct volume_mapping **maps, char **hexes,
+				struct volume_header *hdr)
 {
 	int r;
 
@@ -100,7 +102,10 @@ static int vol_from_device_maps(const struct core_ctx *c, const char *device, st
 		v->device = strdup(device);
 	if (!v->device)
 		return -ENOMEM;
-	r = core_read_volume(device, &v->hdr, &v->tok, log);
+	if (hdr)
+		r = core_volume_from_header(device, hdr, &v->hdr, &v->tok, log);
+	else
+		r = core_read_volume(device, &v->hdr, &v->tok, log);
 	if (r < 0)
 		return r;
 	v->has_tok = true;
@@ -110,7 +115,7 @@ static int vol_from_device_maps(const struct core_ctx *c, const char *device, st
 
 int vol_from_device(const struct core_ctx *c, const char *device, struct vol *v, bool log)
 {
-	return vol_from_device_maps(c, device, v, log, NULL, NULL);
+	return vol_from_device_maps(c, device, v, log, NULL, NULL, NULL);
 }
 
 static int looks_like_uuid(const char *s)
@@ -135,7 +140,9 @@ static bool is_block_device(const char *path)
 int vol_from_uuid(const struct core_ctx *c, const char *uuid, struct vol *v)
 {
 	char link[64], want[37];
+	struct volume_header *hdrs = NULL;
 	char **devs = NULL;
+	bool found = false;
 	int r;
 
 	memset(v, 0, sizeof(*v));
@@ -153,18 +160,22 @@ int vol_from_uuid(const struct core_ctx *c, const char *uuid, struct vol *v)
 			return 0;
 		vol_done(v);
 	}
-	r = volume_scan(&devs);
+	r = volume_scan_headers(&devs, &hdrs);
 	if (r < 0)
 		log_debug("Scanning block devices failed: %s", strerror(-r));
-	for (size_t i = 0; devs && devs[i]; i++) {
-		if (vol_from_device(c, devs[i], v, false) == 0 &&
-		    strcasecmp(v->hdr.uuid, want) == 0) {
-			strv_free(devs);
-			return 0;
-		}
-		vol_done(v);
+	for (size_t i = 0; devs && devs[i] && !found; i++) {
+		if (strcasecmp(hdrs[i].uuid, want) != 0)
+			continue;
+		found = vol_from_device_maps(c, devs[i], v, false, NULL, NULL, &hdrs[i]) == 0;
+		if (!found)
+			vol_done(v);
 	}
+	for (size_t i = 0; devs && devs[i]; i++)
+		volume_header_done(&hdrs[i]);
+	free(hdrs);
 	strv_free(devs);
+	if (found)
+		return 0;
 	return log_error_errno(ENOENT,
 			       "No block device holds kmscrypt volume %s. Check that its disk is "
 			       "attached ('blkid -t UUID=%s').",
@@ -272,6 +283,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 	char **devs = NULL;
 	struct volume_mapping **maps = NULL;
 	struct volume_state **states = NULL;
+	struct volume_header *hdrs = NULL;
 	char **hexes = NULL;
 	int r;
 
@@ -284,13 +296,13 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 		maps = NULL;
 	if (maps && volume_dm_volumes(&hexes) < 0)
 		hexes = NULL;
-	/* Block devices carrying a kmscrypt token. */
-	r = volume_scan(&devs);
+	/* Block devices carrying a kmscrypt token, each header read once. */
+	r = volume_scan_headers(&devs, &hdrs);
 	if (r < 0)
 		log_debug("Scanning block devices failed: %s", strerror(-r));
 	for (size_t i = 0; devs && devs[i]; i++) {
 		struct vol v;
-		if (vol_from_device_maps(c, devs[i], &v, false, maps, hexes) == 0 &&
+		if (vol_from_device_maps(c, devs[i], &v, false, maps, hexes, &hdrs[i]) == 0 &&
 		    !list_has(l, n, v.hdr.uuid)) {
 			if (list_add(&l, &n, &v) < 0)
 				vol_done(&v);
@@ -298,6 +310,9 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 			vol_done(&v);
 		}
 	}
+	for (size_t i = 0; devs && devs[i]; i++)
+		volume_header_done(&hdrs[i]); /* (taken over: empty unless a list_add() failed) */
+	free(hdrs);
 	strv_free(devs);
 	/* Live mappings whose backing device is a kmscrypt volume (e.g. image files). */
 	if (maps) {
@@ -305,7 +320,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 			struct vol v;
 			if (!maps[i]->device[0] || list_has(l, n, maps[i]->uuid))
 				continue;
-			if (vol_from_device_maps(c, maps[i]->device, &v, false, maps, hexes) == 0 &&
+			if (vol_from_device_maps(c, maps[i]->device, &v, false, maps, hexes, NULL) == 0 &&
 			    !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
@@ -334,7 +349,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 					  states[i]->device, states[i]->uuid);
 				continue;
 			}
-			if (vol_from_device_maps(c, states[i]->device, &v, false, maps, hexes) == 0 &&
+			if (vol_from_device_maps(c, states[i]->device, &v, false, maps, hexes, NULL) == 0 &&
 			    strcmp(v.hdr.uuid, states[i]->uuid) == 0 && !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
@@ -461,9 +476,9 @@ void vol_save_state_or_warn(const struct core_ctx *c, struct vol *v)
 
 int vol_mark_header(struct vol *v, time_t at, const char *reason)
 {
-	_cleanup_free_ char *json = NULL;
-	struct volume_header hdr = {};
+	_cleanup_free_ char *json = NULL, *reread = NULL;
 	struct kmscrypt_token tok = {};
+	char why[256];
 	int r;
 
 	if (!v->has_tok || !v->hdr.token_json)
@@ -473,22 +488,22 @@ int vol_mark_header(struct vol *v, time_t at, const char *reason)
 	r = token_json_set_revoked(v->hdr.token_json, at, reason, &json);
 	if (r < 0)
 		return r;
-	r = volume_token_update(v->device, v->hdr.token_json, json);
+	r = volume_token_update(v->device, v->hdr.token_json, json, &reread);
 	if (r < 0)
 		return r;
-	/* Read back what the header now says: the mark is only set when it reads back. */
-	r = core_read_volume(v->device, &hdr, &tok, false);
+	/* What the header now says (read back from the device): the mark is only set when it
+	 * reads back. */
+	r = token_parse(reread, &tok, why, sizeof(why));
 	if (r < 0)
-		return r;
+		return -EIO;
 	if (tok.revoked != (at > 0)) {
 		token_done(&tok);
-		volume_header_done(&hdr);
 		return -EIO;
 	}
-	volume_header_done(&v->hdr);
 	token_done(&v->tok);
-	v->hdr = hdr;
 	v->tok = tok;
+	free(v->hdr.token_json);
+	v->hdr.token_json = TAKE_PTR(reread);
 	return 0;
 }
 
@@ -507,4 +522,35 @@ void vol_audit(const struct core_ctx *c, const struct vol *v, const char *action
 	if (r < 0)
 		log_warning_errno(r, "Cannot append to the audit log in '%s', ignoring: %m",
 				  c->state_dir);
+}
+
+bool vol_present(const char *uuid, const char *device)
+{
+	struct volume_header *hdrs = NULL;
+	struct volume_mapping m;
+	char path[128], **devs = NULL;
+	bool found = false;
+	int r;
+
+	if (device && strcmp(device, "?") != 0) {
+		struct volume_header h = {};
+
+		r = volume_read_header(device, &h);
+		found = r == 0 ? strcasecmp(h.uuid, uuid) == 0 : r != -ENOENT && r != -ENODEV;
+		volume_header_done(&h);
+		if (found)
+			return true;
+	}
+	snprintf(path, sizeof(path), "/dev/disk/by-uuid/%s", uuid);
+	if (access(path, F_OK) == 0 || volume_mapping_find(uuid, &m) == 0)
+		return true;
+	if (volume_scan_headers(&devs, &hdrs) < 0)
+		return false;
+	for (size_t i = 0; devs[i]; i++) {
+		found = found || strcasecmp(hdrs[i].uuid, uuid) == 0;
+		volume_header_done(&hdrs[i]);
+	}
+	free(hdrs);
+	strv_free(devs);
+	return found;
 }

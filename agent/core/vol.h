@@ -72,3 +72,9 @@ void vol_save_state_or_warn(const struct core_ctx *c, struct vol *v);
 int vol_mark_header(struct vol *v, time_t at, const char *reason);
 
 void vol_audit(const struct core_ctx *c, const struct vol *v, const char *action, const char *reason);
+
+/* Is volume @uuid still somewhere: its recorded @device (NULL or "?": unknown) with that UUID, a
+ * /dev/disk/by-uuid link, an open mapping, or a block device carrying a kmscrypt token?  A device
+ * that cannot be read counts as present: only a volume known to be gone may be forgotten (kms
+ * delete --forget-missing). */
+bool vol_present(const char *uuid, const char *device);

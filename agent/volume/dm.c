@@ -373,6 +373,23 @@ out:
 	return r;
 }
 
+int volume_dm_simple(const char *name, int task, bool skip_lockfs)
+{
+	struct dm_task *dmt;
+	int r = 0;
+
+	volume_dm_quiet();
+	dmt = dm_task_create(task);
+	if (!dmt)
+		return -ENOMEM;
+	if (!dm_task_set_name(dmt, name) || (skip_lockfs && !dm_task_skip_lockfs(dmt)))
+		r = -ENOMEM;
+	else if (!dm_task_run(dmt))
+		r = dm_task_get_errno(dmt) > 0 ? -dm_task_get_errno(dmt) : -EIO;
+	dm_task_destroy(dmt);
+	return r;
+}
+
 int volume_dm_key_wipe(const char *name)
 {
 	struct dm_task *dmt;

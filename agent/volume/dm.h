@@ -34,6 +34,10 @@ bool volume_dm_device_suspended(const char *path);
  * Also -ENODEV when @name is not a LUKS2 crypt mapping (the other fields are still filled). */
 int volume_dm_query(const char *name, struct volume_mapping *ret, bool *ret_logon);
 
+/* Locked: a DM task without arguments (DM_DEVICE_SUSPEND, DM_DEVICE_RESUME) on @name;
+ * @skip_lockfs: no filesystem freeze before a suspend (a lower device of a stack). */
+int volume_dm_simple(const char *name, int task, bool skip_lockfs);
+
 /* Send "key wipe" to the crypt target of the suspended mapping @name (what crypt_suspend() does
  * after DM_DEVICE_SUSPEND).  A message is no I/O on the device. */
 int volume_dm_key_wipe(const char *name);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libcryptsetup.h>
+#include <libdevmapper.h>
 #include <linux/fs.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -55,6 +56,12 @@ static void luks_setup_once(void)
 	/* The default callback serves every context and context-less messages; without it the
 	 * library prints to stdout/stderr.  Our log is thread-safe (util/log.c takes a mutex). */
 	crypt_set_log_callback(NULL, luks_log, NULL);
+	/* kmscrypt unwraps its own tokens and never activates through libcryptsetup's token API, so
+	 * no external token plugin is needed in this process; without this, every header load that
+	 * asks for a token's status dlopen()s libcryptsetup-token-kmscrypt.so (and relocates it)
+	 * again.  Process-wide and one-way: only ever reached through luks_lock(), which the token
+	 * plugin never takes (it lives inside cryptsetup or systemd-cryptsetup). */
+	crypt_token_external_disable();
 }
 
 void volume_set_debug(bool on)
@@ -246,7 +253,8 @@ int volume_read_header(const char *device, struct volume_header *ret)
 	return r;
 }
 
-static int token_update_locked(const char *device, const char *old_json, const char *new_json)
+static int token_update_locked(const char *device, const char *old_json, const char *new_json,
+			       char **ret_reread)
 {
 	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
 	const char *cur = NULL;
@@ -266,7 +274,17 @@ static int token_update_locked(const char *device, const char *old_json, const c
 	r = crypt_token_json_set(cd, token, new_json);
 	if (r < 0)
 		return r == -EINVAL ? -EBADMSG : r;
-	return 0;
+	/* Read back: crypt_load() on a loaded context reads the header from the device again
+	 * (both copies, checksums) and replaces the one in memory; no second context needed. */
+	r = crypt_load(cd, CRYPT_LUKS2, NULL);
+	if (r < 0)
+		return r;
+	cur = NULL;
+	r = crypt_token_json_get(cd, token, &cur);
+	if (r < 0)
+		return r;
+	*ret_reread = strdup(cur);
+	return *ret_reread ? 0 : -ENOMEM;
 }
 
 int volume_reread_token(const char *device, char **ret_json)
@@ -292,12 +310,13 @@ out:
 	return r;
 }
 
-int volume_token_update(const char *device, const char *old_json, const char *new_json)
+int volume_token_update(const char *device, const char *old_json, const char *new_json,
+			char **ret_reread)
 {
 	int r;
 
 	luks_lock();
-	r = token_update_locked(device, old_json, new_json);
+	r = token_update_locked(device, old_json, new_json, ret_reread);
 	volume_unlock();
 	return r;
 }
@@ -339,6 +358,15 @@ static int scan_candidate(const char *name, char **ret_path)
 	if (read_sysfs_line(p, buf, sizeof(buf)) == 0 && strcmp(buf, "0") != 0)
 		return -EBUSY;
 	free(p);
+	/* A crypt mapping (or a sub-device of one's re-encryption) holds the plaintext of a LUKS
+	 * volume, not a header: reading it costs a decryption per probe, and a volume nested in
+	 * another one cannot be found before that one is open anyway (LVM and partitions below
+	 * and above LUKS are still probed: their dm uuids are not "CRYPT-"). */
+	if (asprintf(&p, "/sys/class/block/%s/dm/uuid", name) < 0)
+		return -ENOMEM;
+	if (read_sysfs_line(p, buf, sizeof(buf)) == 0 && strncmp(buf, "CRYPT-", 6) == 0)
+		return -ENOENT;
+	free(p);
 	if (asprintf(&p, "/sys/class/block/%s/uevent", name) < 0)
 		return -ENOMEM;
 	f = fopen(p, "re");
@@ -355,12 +383,6 @@ static int scan_candidate(const char *name, char **ret_path)
 	return r;
 }
 
-static bool scan_has_token(const char *path)
-{
-	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-
-	return luks_open(path, &cd) == 0 && token_find(cd) >= 0;
-}
 
 static int path_cmp(const void *a, const void *b)
 {
@@ -376,8 +398,9 @@ static void strv_free(char **l)
 	free(l);
 }
 
-static int scan_locked(char ***ret_devices)
+static int scan_locked(char ***ret_devices, struct volume_header **ret_headers)
 {
+	struct volume_header *hs = NULL;
 	char **l = NULL;
 	struct dirent *de;
 	size_t n = 0;
@@ -393,30 +416,57 @@ static int scan_locked(char ***ret_devices)
 		return -ENOMEM;
 	}
 	while ((de = readdir(d))) {
+		struct volume_header h = {.token_id = -1}, *nh;
 		char *path = NULL, **nl;
 
 		if (de->d_name[0] == '.' || scan_candidate(de->d_name, &path) < 0)
 			continue;
-		if (!scan_has_token(path)) {
+		/* one header load per device: what the caller reads next comes with it */
+		if (read_header_locked(path, &h) < 0 || h.token_id < 0) {
+			volume_header_done(&h);
 			free(path);
 			continue;
 		}
 		nl = reallocarray(l, n + 2, sizeof(*l));
-		if (!nl) {
+		if (nl)
+			l = nl;
+		nh = nl ? reallocarray(hs, n + 1, sizeof(*hs)) : NULL;
+		if (!nh) {
+			volume_header_done(&h);
 			free(path);
 			r = -ENOMEM;
 			break;
 		}
-		l = nl;
+		hs = nh;
+		hs[n] = h;
 		l[n++] = path;
 		l[n] = NULL;
 	}
 	closedir(d);
 	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			volume_header_done(&hs[i]);
+		free(hs);
 		strv_free(l);
 		return r;
 	}
-	qsort(l, n, sizeof(*l), path_cmp);
+	/* a stable order (strverscmp() of the paths), headers alongside */
+	for (size_t i = 1; i < n; i++)
+		for (size_t k = i; k > 0 && path_cmp(&l[k - 1], &l[k]) > 0; k--) {
+			char *tp = l[k];
+			struct volume_header th = hs[k];
+			l[k] = l[k - 1];
+			l[k - 1] = tp;
+			hs[k] = hs[k - 1];
+			hs[k - 1] = th;
+		}
+	if (ret_headers) {
+		*ret_headers = hs;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			volume_header_done(&hs[i]);
+		free(hs);
+	}
 	*ret_devices = l;
 	return 0;
 }
@@ -426,7 +476,17 @@ int volume_scan(char ***ret_devices)
 	int r;
 
 	luks_lock();
-	r = scan_locked(ret_devices);
+	r = scan_locked(ret_devices, NULL);
+	volume_unlock();
+	return r;
+}
+
+int volume_scan_headers(char ***ret_devices, struct volume_header **ret_headers)
+{
+	int r;
+
+	luks_lock();
+	r = scan_locked(ret_devices, ret_headers);
 	volume_unlock();
 	return r;
 }
@@ -789,7 +849,6 @@ static uint64_t now_usec(void)
 
 static int suspend_wipe_locked(const char *name, struct volume_wipe_report *ret)
 {
-	_cleanup_(crypt_freep) struct crypt_device *cd = NULL;
 	struct volume_wipe_report rep = {};
 	struct volume_mapping m;
 	uint64_t t0;
@@ -799,12 +858,15 @@ static int suspend_wipe_locked(const char *name, struct volume_wipe_report *ret)
 	if (r < 0)
 		return r;
 	if (!m.suspended) {
-		/* The header comes from the backing device; nothing here reads @name's data. */
-		r = luks_open_by_name(name, &cd);
-		if (r < 0)
-			return r;
+		/* What crypt_suspend() does for a LUKS2 crypt mapping (volume_dm_query() said it is
+		 * one): DM_DEVICE_SUSPEND (flushing), then the "key wipe" message.  Without it no
+		 * libcryptsetup context, whose init reads the LUKS2 header from the backing device
+		 * once more.  A failed message leaves the device suspended (no I/O with the key
+		 * still loaded); the table check below reports it. */
 		t0 = now_usec();
-		r = crypt_suspend(cd, name); /* DM_DEVICE_SUSPEND, then the "key wipe" message */
+		r = volume_dm_simple(name, DM_DEVICE_SUSPEND, false);
+		if (r == 0)
+			r = volume_dm_key_wipe(name);
 		rep.suspend_usec = now_usec() - t0;
 	} else if (m.key != VOLUME_KEY_WIPED) {
 		/* Suspended by someone else (dmsetup suspend) with the key still loaded. */

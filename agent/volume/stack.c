@@ -132,23 +132,6 @@ static bool dev_has_key(const struct stack_dev *d)
 	return false;
 }
 
-static int dm_simple(const char *name, int task, bool skip_lockfs)
-{
-	struct dm_task *dmt;
-	int r = 0;
-
-	volume_dm_quiet();
-	dmt = dm_task_create(task);
-	if (!dmt)
-		return -ENOMEM;
-	if (!dm_task_set_name(dmt, name) || (skip_lockfs && !dm_task_skip_lockfs(dmt)))
-		r = -ENOMEM;
-	else if (!dm_task_run(dmt))
-		r = dm_task_get_errno(dmt) > 0 ? -dm_task_get_errno(dmt) : -EIO;
-	dm_task_destroy(dmt);
-	return r;
-}
-
 static int dm_msg(const char *name, uint64_t sector, const char *msg)
 {
 	struct dm_task *dmt;
@@ -238,7 +221,7 @@ static int stack_wipe_locked(const char *uuid, char **ret_plan, struct volume_wi
 		 * a key; one already suspended (a killed step's) stays as it is */
 		if (devs[i].suspended || (!devs[i].top && !dev_has_key(&devs[i])))
 			continue;
-		r = dm_simple(devs[i].name, DM_DEVICE_SUSPEND, !devs[i].top);
+		r = volume_dm_simple(devs[i].name, DM_DEVICE_SUSPEND, !devs[i].top);
 		if (r < 0) {
 			log_debug("Cannot suspend '%s': %s", devs[i].name, strerror(-r));
 			first = first ?: r;
@@ -412,7 +395,7 @@ static int stack_resume_locked(const char *uuid, const char *device, const struc
 		for (int i = ns - 1; i >= 0; i--) {
 			char name[128];
 			snprintf(name, sizeof(name), "%.*s", (int)strcspn(s[i], "\n"), s[i]);
-			r = dm_simple(name, DM_DEVICE_RESUME, false);
+			r = volume_dm_simple(name, DM_DEVICE_RESUME, false);
 			if (r < 0) {
 				log_debug("Cannot resume '%s': %s", name, strerror(-r));
 				goto out;

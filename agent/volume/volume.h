@@ -46,8 +46,13 @@ int volume_read_header(const char *device, struct volume_header *ret);
 
 /* Every block device (from /sys/class/block) with a LUKS2 header carrying a kmscrypt token, as a
  * NULL-terminated array of "/dev/..." paths, in a stable order (strverscmp()).  Empty and suspended
- * dm devices are skipped (reading a suspended one would block). */
+ * dm devices are skipped (reading a suspended one would block), and so are crypt mappings (dm uuid
+ * "CRYPT-...": plaintext, not a header). */
 int volume_scan(char ***ret_devices);
+/* The same, with each device's header as volume_read_header() reads it (one load per device):
+ * (*ret_headers)[i] belongs to (*ret_devices)[i]; the caller frees each with volume_header_done()
+ * and the array with free(). */
+int volume_scan_headers(char ***ret_devices, struct volume_header **ret_headers);
 
 /* ---- header changes (work on image files, no device-mapper needed) ---------------------------- */
 
@@ -83,10 +88,12 @@ int volume_bind(const char *device, const struct secret *auth, int keyslot,
 int volume_reread_token(const char *device, char **ret_json);
 
 /* Replace the kmscrypt token of @device, whose JSON must still be @old_json (as read by
- * volume_read_header()), with @new_json (same token id, same keyslots).  -ESTALE when the token
- * changed since it was read, -ENODEV when there is none, -EBADMSG when libcryptsetup (or an
- * installed token plugin) rejects @new_json.  Used for the revoked mark. */
-int volume_token_update(const char *device, const char *old_json, const char *new_json);
+ * volume_read_header()), with @new_json (same token id, same keyslots), then load the header
+ * from the device again and hand back that token's JSON as read (*@ret_reread, heap): what the
+ * header now says.  -ESTALE when the token changed since it was read, -ENODEV when there is
+ * none, -EBADMSG when libcryptsetup rejects @new_json.  Used for the revoked mark. */
+int volume_token_update(const char *device, const char *old_json, const char *new_json,
+			char **ret_reread);
 
 /* Remove the kmscrypt keyslot(s), then the token: a crash in between leaves a token that opens
  * nothing (a second unbind removes it), never a keyslot without its token.  Refuses (-EPERM) when

@@ -6,7 +6,9 @@
 # whole command, libcryptsetup's included), on a real kernel:
 #   - revoke of one open volume, once with no other dm device and once beside 16 others (8
 #     without a dm uuid, 8 with a CRYPT-LUKS2-/CRYPT-SUBDEV- uuid of other LUKS UUIDs): the same
-#     number of table reads; every time the table shows the zero key and restore brings it back.
+#     number of table reads; every time the table shows the zero key and restore brings it back;
+#   - revoke --all of two open volumes opens neither crypt mapping (the scan skips plaintext) and
+#     never looks for an external token plugin.
 # Runs as root inside the VM (ctest does this):
 #   scripts/vm/run.sh --build-dir BUILD -- bash tests/vm/test_revoke_scaling.sh
 set -euo pipefail
@@ -60,5 +62,38 @@ case_revoke_scaling() {
 	assert_eq "$alone" "$beside" "table reads of a revoke beside 16 other dm devices (as alone)"
 }
 
+# What revoke --all opens, with two volumes open (strace, openat of the whole command): the
+# listing reads each header once and never the open crypt mappings themselves (plaintext: every
+# probe of one decrypts), and kmscrypt never asks libcryptsetup for external token plugins (it
+# unwraps its own tokens; each header load would dlopen libcryptsetup-token-kmscrypt.so again).
+case_revoke_opens() {
+	local dev1 dev2 uuid1 uuid2 dm_opens plugin_opens loop_opens m key
+	t_kms_local so
+	t_volume dev1 uuid1 so1 so kv-so1
+	t_volume dev2 uuid2 so2 so kv-so2
+	kc 0 "unlock --all" -- -q unlock --all
+	assert_eq ACTIVE "$(t_dm_state kv-so1)" "kv-so1 open"
+	assert_eq ACTIVE "$(t_dm_state kv-so2)" "kv-so2 open"
+	strace -f -qq -e trace=openat -o "$WORK/strace.opens" "$KMSCRYPT" --config-dir "$CFG" \
+		--state-dir "$STATE" -q revoke --all --reason opens >"$WORK/revoke.opens.out" 2>&1 ||
+		t_fail "revoke --all under strace" "exit 0" "$(cat "$WORK/revoke.opens.out")"
+	for m in kv-so1 kv-so2; do
+		key=$(t_table_key "$m")
+		[[ $key =~ ^0{64,}$ ]] || t_fail "$m shows the zero key after revoke --all" "0...0" "${key:0:12}..."
+		assert_eq SUSPENDED "$(t_dm_state "$m")" "$m suspended by revoke --all"
+	done
+	dm_opens=$(grep -cE 'openat\(.*"/dev/(dm-[0-9]+|mapper/kv-so[12])"' "$WORK/strace.opens" || true)
+	plugin_opens=$(grep -c 'libcryptsetup-token-' "$WORK/strace.opens" || true)
+	loop_opens=$(grep -cE "openat\(.*\"($dev1|$dev2)\"" "$WORK/strace.opens" || true)
+	t_log "revoke --all of 2 open volumes: $dm_opens opens of their crypt mappings," \
+		"$plugin_opens token plugin lookups, $loop_opens opens of their backing devices"
+	assert_eq 0 "$dm_opens" "opens of the open crypt mappings (plaintext) by revoke --all"
+	assert_eq 0 "$plugin_opens" "external token plugin lookups by revoke --all"
+	kc 0 "restore --all" -- -q restore --all
+	assert_eq ACTIVE "$(t_dm_state kv-so1)" "kv-so1 back after restore --all"
+	assert_eq ACTIVE "$(t_dm_state kv-so2)" "kv-so2 back after restore --all"
+}
+
 t_case revoke_scaling case_revoke_scaling
+t_case revoke_opens case_revoke_opens
 t_finish
