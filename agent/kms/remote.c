@@ -83,6 +83,9 @@ int kms_remote_init(struct kms_remote *r, const struct kms_remote_ops *ops, void
 		return -ENOMEM;
 	o.request_timeout_ms = MIN(r->deadline_ms, KMS_REMOTE_ATTEMPT_MAX_MS);
 	k = http_client_new(&o, &r->http);
+	if (k == -ELIBACC)
+		return kms_error_set(err, k, "", "cannot load libcurl (libcurl.so.4, 7.68 or later), "
+				     "which a remote KMS needs: install libcurl4");
 	if (k < 0)
 		return kms_error_set(err, k, "", "cannot set up the HTTPS client%s%s",
 				     ca_file ? " with CaFile=" : "", ca_file ? ca_file : "");

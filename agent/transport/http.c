@@ -19,7 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* libcurl is called through the table below (dlopen): no type-checking macros around its
+ * variadic setters, which would name the linked functions. */
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <openssl/ssl.h>
 
 #include "codec/http_msg.h"
@@ -63,12 +67,82 @@ struct http_client {
 	void *observer_data;
 };
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static CURLcode global_rc = CURLE_FAILED_INIT;
+/*
+ * libcurl is loaded when the first client is made, not linked: with its dependencies it is 27 of
+ * the 43 shared objects the binary would map, and lock, revoke, status and the local provider never
+ * use it; loading and relocating them cost every command start-up time and resident memory (issue
+ * 13).  Same library, same ABI (soname 4 since libcurl 7.16), resolved once and never unloaded.
+ */
+#define HTTP_LIBCURL_SONAME "libcurl.so.4"
 
+#define CURL_FUNCTIONS(X)                                                                          \
+	X(global_init) X(easy_init) X(easy_setopt) X(easy_getinfo) X(easy_perform)                 \
+	X(easy_cleanup) X(easy_strerror) X(multi_init) X(multi_setopt) X(multi_cleanup)            \
+	X(multi_add_handle) X(multi_remove_handle) X(multi_perform) X(multi_info_read)             \
+	X(multi_poll) X(multi_wakeup) X(share_init) X(share_setopt) X(share_cleanup)               \
+	X(slist_append) X(slist_free_all)
+
+static struct {
+#define FIELD(name) __typeof__(curl_##name) *name;
+	CURL_FUNCTIONS(FIELD)
+#undef FIELD
+} libcurl;
+
+#undef curl_easy_setopt /* curl.h's argument-count macros */
+#undef curl_easy_getinfo
+#undef curl_multi_setopt
+#undef curl_share_setopt
+#define curl_global_init (*libcurl.global_init)
+#define curl_easy_init (*libcurl.easy_init)
+#define curl_easy_setopt (*libcurl.easy_setopt)
+#define curl_easy_getinfo (*libcurl.easy_getinfo)
+#define curl_easy_perform (*libcurl.easy_perform)
+#define curl_easy_cleanup (*libcurl.easy_cleanup)
+#define curl_easy_strerror (*libcurl.easy_strerror)
+#define curl_multi_init (*libcurl.multi_init)
+#define curl_multi_setopt (*libcurl.multi_setopt)
+#define curl_multi_cleanup (*libcurl.multi_cleanup)
+#define curl_multi_add_handle (*libcurl.multi_add_handle)
+#define curl_multi_remove_handle (*libcurl.multi_remove_handle)
+#define curl_multi_perform (*libcurl.multi_perform)
+#define curl_multi_info_read (*libcurl.multi_info_read)
+#define curl_multi_poll (*libcurl.multi_poll)
+#define curl_multi_wakeup (*libcurl.multi_wakeup)
+#define curl_share_init (*libcurl.share_init)
+#define curl_share_setopt (*libcurl.share_setopt)
+#define curl_share_cleanup (*libcurl.share_cleanup)
+#define curl_slist_append (*libcurl.slist_append)
+#define curl_slist_free_all (*libcurl.slist_free_all)
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static int global_r = -ELIBACC;
+
+/* Load libcurl (RTLD_LOCAL: its symbols stay out of the global scope) and initialise it. */
 static void global_init(void)
 {
-	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	bool gnutls_var;
+	void *dl;
+
+	/* Debian's libcurl (OpenSSL) links librtmp, which links GnuTLS, whose constructor initialises
+	 * it (random pool, PKCS#11 modules through p11-kit) when it is loaded: about 0.5 MiB resident
+	 * for a library kmscrypt never calls (https only, OpenSSL).  GnuTLS's documented switch skips
+	 * that; it is set only while libcurl loads (the token plugin runs in another program, which
+	 * must not inherit it), and glibc's setenv() keeps the old array valid for a concurrent
+	 * getenv(). */
+	gnutls_var = !getenv("GNUTLS_NO_IMPLICIT_INIT") &&
+		     setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 0) == 0;
+	dl = dlopen(HTTP_LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (gnutls_var)
+		(void)unsetenv("GNUTLS_NO_IMPLICIT_INIT");
+	if (!dl)
+		return;
+#define RESOLVE(name)                                                                              \
+	libcurl.name = (__typeof__(libcurl.name))dlsym(dl, "curl_" #name);                         \
+	if (!libcurl.name)                                                                         \
+		return; /* older than 7.68 (curl_multi_wakeup) */
+	CURL_FUNCTIONS(RESOLVE)
+#undef RESOLVE
+	global_r = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -ENOMEM;
 }
 
 static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userp)
@@ -95,8 +169,8 @@ int http_client_new(const struct http_client_options *o, struct http_client **re
 	if (!o)
 		o = &defaults;
 	pthread_once(&global_once, global_init);
-	if (global_rc != CURLE_OK)
-		return -ENOMEM;
+	if (global_r < 0)
+		return global_r;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;

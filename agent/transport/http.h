@@ -86,6 +86,9 @@ struct http_stats {
 	uint64_t retries;  /* attempts after the first in http_send_retry() */
 };
 
+/* libcurl (libcurl.so.4) is loaded by the first call, not at process start: a command that makes no
+ * client never maps it.  -ELIBACC: it cannot be loaded (not installed, or older than 7.68);
+ * -ENOMEM. */
 int http_client_new(const struct http_client_options *o, struct http_client **ret);
 struct http_client *http_client_free(struct http_client *c); /* NULL-safe; returns NULL */
 void http_client_freep(struct http_client **c);
