@@ -333,7 +333,8 @@ static int collect_targets(const struct cli *c, const struct target_opts *o, boo
 	}
 	size_t total = 0;
 
-	r = vol_list_all(&c->core, &all);
+	/* restore --all also takes revoked volumes that are closed (image files too) */
+	r = vol_list(&c->core, all_revoked ? 0 : VOL_LIST_OPEN_ONLY, &all);
 	if (r < 0)
 		return log_error_errno(r, "Cannot list volumes: %m");
 	vols = calloc(1, sizeof(*vols));

@@ -329,8 +329,10 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 			}
 		}
 	}
-	/* Volumes from saved state (image files, devices not scanned). */
-	if (state_list(c->state_dir, &states) == 0) {
+	/* Volumes from saved state (image files, devices not scanned): none to find for
+	 * VOL_LIST_OPEN_ONLY, nor for VOL_LIST_BLOCK_ONLY after a scan that worked (vol.h). */
+	if (!(flags & VOL_LIST_OPEN_ONLY) && !((flags & VOL_LIST_BLOCK_ONLY) && r == 0) &&
+	    state_list(c->state_dir, &states) == 0) {
 		for (size_t i = 0; states[i]; i++) {
 			struct vol v;
 			if (!states[i]->device || list_has(l, n, states[i]->uuid))

@@ -44,8 +44,13 @@ int vol_resolve(const struct core_ctx *c, const char *target, struct vol *v);
 /* Every kmscrypt volume this host knows: scanned block devices, live mappings, saved state. */
 int vol_list_all(const struct core_ctx *c, struct vol ***ret);
 /* The same; VOL_LIST_BLOCK_ONLY (unlock --all) leaves out saved-state volumes whose device is not a
- * block device (an image file recorded by an earlier command). */
+ * block device (an image file recorded by an earlier command): when the scan worked, it has seen
+ * every block device, so no saved record is read at all.  VOL_LIST_OPEN_ONLY (lock --all, revoke
+ * --all): what is open or held by a re-encryption's dm stack is enough, and every such volume is
+ * on a scanned block device or behind a live mapping; no saved record is read either (a host keeps
+ * one per volume it ever saw). */
 #define VOL_LIST_BLOCK_ONLY (1u << 0)
+#define VOL_LIST_OPEN_ONLY (1u << 1)
 int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret);
 /* The volume with LUKS UUID @uuid on a block device (/dev/disk/by-uuid/@uuid, else a scan of
  * the block devices carrying a kmscrypt token; never the saved state's image files).  Logs when
