@@ -383,23 +383,22 @@ static int scan_candidate(const char *name, char **ret_path)
 	return r;
 }
 
+/* A device the scan found, with the header it read there. */
+struct scan_hit {
+	char *path;
+	struct volume_header h;
+};
 
-static int path_cmp(const void *a, const void *b)
+static int hit_cmp(const void *a, const void *b)
 {
-	return strverscmp(*(char *const *)a, *(char *const *)b);
-}
+	const struct scan_hit *x = a, *y = b;
 
-static void strv_free(char **l)
-{
-	if (!l)
-		return;
-	for (char **p = l; *p; p++)
-		free(*p);
-	free(l);
+	return strverscmp(x->path, y->path);
 }
 
 static int scan_locked(char ***ret_devices, struct volume_header **ret_headers)
 {
+	struct scan_hit *hits = NULL;
 	struct volume_header *hs = NULL;
 	char **l = NULL;
 	struct dirent *de;
@@ -410,14 +409,10 @@ static int scan_locked(char ***ret_devices, struct volume_header **ret_headers)
 	d = opendir("/sys/class/block");
 	if (!d)
 		return -errno;
-	l = calloc(1, sizeof(*l));
-	if (!l) {
-		closedir(d);
-		return -ENOMEM;
-	}
 	while ((de = readdir(d))) {
-		struct volume_header h = {.token_id = -1}, *nh;
-		char *path = NULL, **nl;
+		struct volume_header h = {.token_id = -1};
+		struct scan_hit *nh;
+		char *path = NULL;
 
 		if (de->d_name[0] == '.' || scan_candidate(de->d_name, &path) < 0)
 			continue;
@@ -427,46 +422,44 @@ static int scan_locked(char ***ret_devices, struct volume_header **ret_headers)
 			free(path);
 			continue;
 		}
-		nl = reallocarray(l, n + 2, sizeof(*l));
-		if (nl)
-			l = nl;
-		nh = nl ? reallocarray(hs, n + 1, sizeof(*hs)) : NULL;
+		nh = reallocarray(hits, n + 1, sizeof(*hits));
 		if (!nh) {
 			volume_header_done(&h);
 			free(path);
 			r = -ENOMEM;
 			break;
 		}
-		hs = nh;
-		hs[n] = h;
-		l[n++] = path;
-		l[n] = NULL;
+		hits = nh;
+		hits[n++] = (struct scan_hit){.path = path, .h = h};
 	}
 	closedir(d);
+	/* a stable order: strverscmp() of the paths */
+	if (r == 0 && n > 0)
+		qsort(hits, n, sizeof(*hits), hit_cmp);
+	l = r == 0 ? calloc(n + 1, sizeof(*l)) : NULL;
+	hs = r == 0 && ret_headers ? calloc(n + 1, sizeof(*hs)) : NULL;
+	if (r == 0 && (!l || (ret_headers && !hs)))
+		r = -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (r < 0) {
+			free(hits[i].path);
+			volume_header_done(&hits[i].h);
+			continue;
+		}
+		l[i] = hits[i].path;
+		if (hs)
+			hs[i] = hits[i].h;
+		else
+			volume_header_done(&hits[i].h);
+	}
+	free(hits);
 	if (r < 0) {
-		for (size_t i = 0; i < n; i++)
-			volume_header_done(&hs[i]);
+		free(l);
 		free(hs);
-		strv_free(l);
 		return r;
 	}
-	/* a stable order (strverscmp() of the paths), headers alongside */
-	for (size_t i = 1; i < n; i++)
-		for (size_t k = i; k > 0 && path_cmp(&l[k - 1], &l[k]) > 0; k--) {
-			char *tp = l[k];
-			struct volume_header th = hs[k];
-			l[k] = l[k - 1];
-			l[k - 1] = tp;
-			hs[k] = hs[k - 1];
-			hs[k - 1] = th;
-		}
-	if (ret_headers) {
+	if (ret_headers)
 		*ret_headers = hs;
-	} else {
-		for (size_t i = 0; i < n; i++)
-			volume_header_done(&hs[i]);
-		free(hs);
-	}
 	*ret_devices = l;
 	return 0;
 }
