@@ -737,11 +737,14 @@ class FakeApp:
             write_atomic(self.args.portfile, "%d\n" % ports["port"])
         sys.stdout.write("READY %s\n" % json.dumps(info))
         sys.stdout.flush()
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *a: stop.set())
-        signal.signal(signal.SIGINT, lambda *a: stop.set())
-        while not stop.wait(0.1):
-            pass
+        # The handler only sets a flag: a handler that calls threading.Event.set() can deadlock
+        # when the signal lands while this thread holds the Event's own (non-reentrant) lock
+        # inside Event.wait(), and then the fake never exits (seen once in CI as a test timeout).
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+        signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+        while not stop:
+            time.sleep(0.1)
         # State is saved on every change and the request log is written per request: nothing to flush.
         # Exit at once instead of waiting for keep-alive connections and serve_forever polls.
         sys.stdout.flush()
