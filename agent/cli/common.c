@@ -22,7 +22,6 @@
 #include "util/log.h"
 #include "util/safedir.h"
 #include "util/secret.h"
-#include "volume/volume.h"
 
 int cli_exit_code(int r)
 {

@@ -26,7 +26,6 @@
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
-#include "volume/volume.h"
 
 #define KMS_SECRET_MAX 16384
 

@@ -334,7 +334,11 @@ static int collect_targets(const struct cli *c, const struct target_opts *o, boo
 	size_t total = 0;
 
 	/* restore --all also takes revoked volumes that are closed (image files too) */
-	r = vol_list(&c->core, all_revoked ? 0 : VOL_LIST_OPEN_ONLY, &all);
+	r = vol_list(&c->core,
+		     all_revoked ? 0
+		     : revoking  ? VOL_LIST_OPEN_ONLY | VOL_LIST_MAPPED_ONLY
+				 : VOL_LIST_OPEN_ONLY | VOL_LIST_MAPPED_ONLY | VOL_LIST_PEEK,
+		     &all);
 	if (r < 0)
 		return log_error_errno(r, "Cannot list volumes: %m");
 	vols = calloc(1, sizeof(*vols));

@@ -18,7 +18,6 @@
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
-#include "volume/volume.h"
 
 #define USAGE                                                                                      \
 	"Usage: kmscrypt recovery-key show ESCROW_FILE [--device DEVICE] [--output FILE|-] "       \
@@ -42,7 +41,6 @@ static int recovery_show(struct cli *c, int argc, char **argv)
 	const char *device = NULL, *output = NULL, *path;
 	_cleanup_free_ char *abs = NULL;
 	_cleanup_secret_ struct secret *key = NULL;
-	struct volume_header hdr = {};
 	struct escrow e = {};
 	int opt, r;
 
@@ -89,24 +87,9 @@ static int recovery_show(struct cli *c, int argc, char **argv)
 	cli_json_target(c, device ?: e.device ?: path, e.uuid);
 	if (device) {
 		/* another volume's escrow is refused before the KMS is asked */
-		r = volume_read_header(device, &hdr);
-		if (r == -ENOENT) {
-			log_error_errno(r, "Device '%s' does not exist.", device);
+		r = core_escrow_check_device(path, &e, device);
+		if (r < 0)
 			goto out;
-		}
-		if (r < 0) {
-			log_error_errno(r, "'%s' is not a LUKS2 volume: %m", device);
-			r = r == -EINVAL ? -ENODEV : r;
-			goto out;
-		}
-		if (strcasecmp(hdr.uuid, e.uuid) != 0) {
-			r = log_error_errno(
-			    EPERM,
-			    "Escrow file '%s' holds the recovery key of volume %s, but "
-			    "'%s' is volume %s: use the escrow file of that volume.",
-			    path, e.uuid, device, hdr.uuid);
-			goto out;
-		}
 	}
 	r = core_escrow_unwrap(&c->core, path, &e, &key);
 	if (r < 0) {
@@ -114,17 +97,8 @@ static int recovery_show(struct cli *c, int argc, char **argv)
 		goto out;
 	}
 	if (device) {
-		r = volume_test_secret(device, -1 /* CRYPT_ANY_SLOT */, key);
+		r = core_escrow_test_key(path, &e, device, key);
 		if (r < 0) {
-			if (r == -EPERM)
-				log_error(
-				    "The recovery key of escrow file '%s' opens no keyslot of '%s' "
-				    "(UUID %s): its recovery keyslot was removed or its "
-				    "passphrase changed. Nothing was written.",
-				    path, device, hdr.uuid);
-			else
-				log_error_errno(r, "Cannot test the recovery key on '%s': %m",
-						device);
 			audit_show(c, &e, device, "error");
 			goto out;
 		}
@@ -174,7 +148,6 @@ static int recovery_show(struct cli *c, int argc, char **argv)
 	}
 	r = 0;
 out:
-	volume_header_done(&hdr);
 	escrow_done(&e);
 	return cli_exit_code(r);
 }

@@ -21,7 +21,6 @@
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
-#include "volume/volume.h"
 
 /* --kms given more than once (at most KMSCRYPT_TOKEN_MAX_WRAPS, each once). */
 static int add_kms_name(const char **names, size_t *n, const char *name)

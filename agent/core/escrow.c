@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/escrow.h"
@@ -11,6 +12,7 @@
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/secret.h"
+#include "volume/volume.h"
 
 bool core_recovery_key_valid(const struct secret *s)
 {
@@ -174,5 +176,44 @@ int core_escrow_unwrap(const struct core_ctx *c, const char *path, const struct 
 	r = 0;
 out:
 	kms_handle_done(&h);
+	return r;
+}
+
+int core_escrow_check_device(const char *path, const struct escrow *env, const char *device)
+{
+	struct volume_header hdr = {};
+	int r;
+
+	r = volume_read_header(device, &hdr);
+	if (r == -ENOENT)
+		return log_error_errno(r, "Device '%s' does not exist.", device);
+	if (r < 0) {
+		log_error_errno(r, "'%s' is not a LUKS2 volume: %m", device);
+		return r == -EINVAL ? -ENODEV : r;
+	}
+	if (strcasecmp(hdr.uuid, env->uuid) != 0) {
+		r = log_error_errno(EPERM,
+				    "Escrow file '%s' holds the recovery key of volume %s, but '%s' is "
+				    "volume %s: use the escrow file of that volume.",
+				    path, env->uuid, device, hdr.uuid);
+		volume_header_done(&hdr);
+		return r;
+	}
+	volume_header_done(&hdr);
+	return 0;
+}
+
+int core_escrow_test_key(const char *path, const struct escrow *env, const char *device,
+			 const struct secret *key)
+{
+	int r = volume_test_secret(device, -1 /* CRYPT_ANY_SLOT */, key);
+
+	if (r == -EPERM)
+		log_error("The recovery key of escrow file '%s' opens no keyslot of '%s' (UUID %s): "
+			  "its recovery keyslot was removed or its passphrase changed. Nothing was "
+			  "written.",
+			  path, device, env->uuid);
+	else if (r < 0)
+		log_error_errno(r, "Cannot test the recovery key on '%s': %m", device);
 	return r;
 }

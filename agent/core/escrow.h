@@ -27,5 +27,13 @@ int core_escrow_read(const char *path, struct escrow *ret_env);
 int core_escrow_unwrap(const struct core_ctx *c, const char *path, const struct escrow *env,
 		       struct secret **ret_key);
 
+/* recovery-key show --device: is @device the volume of envelope @env (read from @path)?  0;
+ * -ENOENT, -ENODEV (not LUKS2), -EPERM (another volume's escrow), each logged with what to do. */
+int core_escrow_check_device(const char *path, const struct escrow *env, const char *device);
+/* Does the unwrapped recovery @key open a keyslot of @device?  0; -EPERM (none) and other errors,
+ * logged. */
+int core_escrow_test_key(const char *path, const struct escrow *env, const char *device,
+			 const struct secret *key);
+
 /* Is @s a recovery key as format makes them (8 groups of 8 modhex characters)? */
 bool core_recovery_key_valid(const struct secret *s);

@@ -276,8 +276,25 @@ int vol_list_all(const struct core_ctx *c, struct vol ***ret)
 	return vol_list(c, 0, ret);
 }
 
+static size_t count_ptrs(void **p)
+{
+	size_t n = 0;
+
+	while (p[n])
+		n++;
+	return n;
+}
+
+static int vol_device_cmp(const void *a, const void *b)
+{
+	const struct vol *const *x = a, *const *y = b;
+
+	return strcmp((*x)->device, (*y)->device);
+}
+
 int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 {
+	bool skip_scan;
 	struct vol **l = calloc(1, sizeof(*l));
 	size_t n = 0;
 	char **devs = NULL;
@@ -285,7 +302,7 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 	struct volume_state **states = NULL;
 	struct volume_header *hdrs = NULL;
 	char **hexes = NULL;
-	int r;
+	int r, k;
 
 	if (!l)
 		return -ENOMEM;
@@ -296,8 +313,14 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 		maps = NULL;
 	if (maps && volume_dm_volumes(&hexes) < 0)
 		hexes = NULL;
+	/* VOL_LIST_MAPPED_ONLY: when every dm device that names a LUKS volume is a plain LUKS2 crypt
+	 * mapping (as many dm devices with a CRYPT-* uuid as mappings: no dm-integrity, no
+	 * re-encryption stack), the mappings name every volume wanted, and the scan of every block
+	 * device is skipped: only the open volumes' headers are read (vol.h). */
+	skip_scan = (flags & VOL_LIST_MAPPED_ONLY) && maps && hexes &&
+		    count_ptrs((void **)maps) == count_ptrs((void **)hexes);
 	/* Block devices carrying a kmscrypt token, each header read once. */
-	r = volume_scan_headers(&devs, &hdrs);
+	r = skip_scan ? 0 : volume_scan_headers(&devs, &hdrs);
 	if (r < 0)
 		log_debug("Scanning block devices failed: %s", strerror(-r));
 	for (size_t i = 0; devs && devs[i]; i++) {
@@ -317,11 +340,25 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 	/* Live mappings whose backing device is a kmscrypt volume (e.g. image files). */
 	if (maps) {
 		for (size_t i = 0; maps[i]; i++) {
+			struct volume_header ph = {.token_id = -1};
 			struct vol v;
 			if (!maps[i]->device[0] || list_has(l, n, maps[i]->uuid))
 				continue;
-			if (vol_from_device_maps(c, maps[i]->device, &v, false, maps, hexes, NULL) == 0 &&
-			    !list_has(l, n, v.hdr.uuid)) {
+			/* reading a suspended dm device would block until it is resumed */
+			if (volume_dm_device_suspended(maps[i]->device)) {
+				log_debug("Skipping '%s': its device '%s' is suspended.", maps[i]->name,
+					  maps[i]->device);
+				continue;
+			}
+			/* lock --all: the header without libcryptsetup when its two copies
+			 * agree (volume_header_peek()), else through it */
+			if (skip_scan && (flags & VOL_LIST_PEEK) &&
+			    volume_header_peek(maps[i]->device, &ph) == 0)
+				k = vol_from_device_maps(c, maps[i]->device, &v, false, maps, hexes, &ph);
+			else
+				k = vol_from_device_maps(c, maps[i]->device, &v, false, maps, hexes, NULL);
+			volume_header_done(&ph);
+			if (k == 0 && !list_has(l, n, v.hdr.uuid)) {
 				if (list_add(&l, &n, &v) < 0)
 					vol_done(&v);
 			} else {
@@ -363,6 +400,8 @@ int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret)
 	}
 	volume_mapping_list_free(maps);
 	strv_free(hexes);
+	if (skip_scan) /* the scan's order: by device path */
+		qsort(l, n, sizeof(*l), vol_device_cmp);
 	*ret = l;
 	return 0;
 }

@@ -51,6 +51,13 @@ int vol_list_all(const struct core_ctx *c, struct vol ***ret);
  * one per volume it ever saw). */
 #define VOL_LIST_BLOCK_ONLY (1u << 0)
 #define VOL_LIST_OPEN_ONLY (1u << 1)
+/* VOL_LIST_MAPPED_ONLY (lock --all, revoke --all), with VOL_LIST_OPEN_ONLY: when every dm device
+ * that names a LUKS volume is a plain LUKS2 crypt mapping (no dm-integrity, no re-encryption
+ * stack: no volume can be held by a stack alone), the live mappings name every volume wanted and
+ * the block devices are not scanned: only the open volumes' headers are read.  VOL_LIST_PEEK (lock
+ * --all): read those with volume_header_peek() (no libcryptsetup) when it can tell. */
+#define VOL_LIST_MAPPED_ONLY (1u << 2)
+#define VOL_LIST_PEEK (1u << 3)
 int vol_list(const struct core_ctx *c, unsigned flags, struct vol ***ret);
 /* The volume with LUKS UUID @uuid on a block device (/dev/disk/by-uuid/@uuid, else a scan of
  * the block devices carrying a kmscrypt token; never the saved state's image files).  Logs when

@@ -390,6 +390,55 @@ int volume_dm_simple(const char *name, int task, bool skip_lockfs)
 	return r;
 }
 
+int volume_dm_remove_crypt(const char *name)
+{
+	struct volume_dm_table tb;
+	unsigned int maj, min;
+	char uuid[sizeof(((struct volume_dm_table *)0)->dm_uuid)];
+	struct dm_task *dmt;
+	uint32_t cookie = 0;
+	int r, n;
+
+	if (!volume_dm_available())
+		return -ENOTSUP;
+	r = volume_dm_table(name, &tb);
+	if (r < 0)
+		return r;
+	if (!volume_dm_uuid_match(tb.dm_uuid, NULL) || tb.n == 0 || !tb.t[0].crypt)
+		return -ENODEV;
+	/* One crypt target straight on a device that is not one of the volume's own dm devices
+	 * (dm-integrity, a re-encryption's hotzone or overlay: CRYPT-SUBDEV-/CRYPT-* uuids) is all
+	 * libcryptsetup's deactivation would remove too.  Anything else is left to it. */
+	if (tb.n != 1 || tb.truncated || sscanf(tb.t[0].devno, "%u:%u%n", &maj, &min, &n) != 2 ||
+	    tb.t[0].devno[n] != '\0')
+		return -EOPNOTSUPP;
+	r = dm_sysfs_uuid(makedev(maj, min), uuid, sizeof(uuid));
+	if (r != -ENOENT && (r < 0 || strncmp(uuid, "CRYPT-", 6) == 0))
+		return -EOPNOTSUPP;
+	r = 0;
+
+	volume_dm_quiet();
+	dmt = dm_task_create(DM_DEVICE_REMOVE);
+	if (!dmt)
+		return -ENOMEM;
+	/* What `cryptsetup close` does: retry while udev's probes hold the device open for a
+	 * moment, and let udev remove /dev/mapper/<name> (libdevmapper does it itself when udev
+	 * is not running), waiting until it has, so the name is free when we return. */
+	if (!dm_task_set_name(dmt, name) || !dm_task_retry_remove(dmt) ||
+	    !dm_task_set_cookie(dmt, &cookie, 0)) {
+		dm_task_destroy(dmt);
+		return -ENOMEM;
+	}
+	if (!dm_task_run(dmt)) {
+		r = dm_task_errno(dmt);
+		if (r == -ENXIO)
+			r = -ENOENT;
+	}
+	(void)dm_udev_wait(cookie);
+	dm_task_destroy(dmt);
+	return r;
+}
+
 int volume_dm_key_wipe(const char *name)
 {
 	struct dm_task *dmt;

@@ -26,10 +26,6 @@ void volume_dm_quiet(void);
 /* Is device-mapper loaded, or loadable by opening /dev/mapper/control?  Reads /proc/misc only. */
 bool volume_dm_available(void);
 
-/* Is @path a suspended dm block device?  Reading one blocks in D state until it is resumed, so
- * nothing may open it for I/O (sysfs only, no lock needed). */
-bool volume_dm_device_suspended(const char *path);
-
 /* Locked variant of volume_mapping_info(); @ret_logon tells whether a keyring key is a logon key.
  * Also -ENODEV when @name is not a LUKS2 crypt mapping (the other fields are still filled). */
 int volume_dm_query(const char *name, struct volume_mapping *ret, bool *ret_logon);
@@ -37,6 +33,13 @@ int volume_dm_query(const char *name, struct volume_mapping *ret, bool *ret_logo
 /* Locked: a DM task without arguments (DM_DEVICE_SUSPEND, DM_DEVICE_RESUME) on @name;
  * @skip_lockfs: no filesystem freeze before a suspend (a lower device of a stack). */
 int volume_dm_simple(const char *name, int task, bool skip_lockfs);
+
+/* Locked: remove the LUKS2 crypt mapping @name with DM_DEVICE_REMOVE (udev-synchronised, retried
+ * while udev holds it open) when it is one crypt target on a device that is not a dm device of the
+ * volume itself: what crypt_deactivate() does for it, without loading the header.  -EOPNOTSUPP for
+ * any other shape (integrity, a re-encryption stack: use libcryptsetup), -ENODEV when @name is not a
+ * LUKS2 crypt mapping, -ENOENT when it is gone, -EBUSY when it is in use. */
+int volume_dm_remove_crypt(const char *name);
 
 /* Send "key wipe" to the crypt target of the suspended mapping @name (what crypt_suspend() does
  * after DM_DEVICE_SUSPEND).  A message is no I/O on the device. */

@@ -811,7 +811,13 @@ static int deactivate_locked(const char *name)
 	struct volume_mapping m;
 	int r;
 
-	/* Only LUKS2 crypt mappings: "lock" must not take down someone's LVM volume by name. */
+	/* Only LUKS2 crypt mappings: "lock" must not take down someone's LVM volume by name.  The
+	 * common shape (one crypt target on a plain device) goes straight to device-mapper: no
+	 * header load (crypt_init_by_name() reads it twice, and starts libcryptsetup's crypto
+	 * backend) for a removal that needs none. */
+	r = volume_dm_remove_crypt(name);
+	if (r != -EOPNOTSUPP)
+		return r;
 	r = volume_dm_query(name, &m, NULL);
 	if (r < 0)
 		return r;

@@ -44,6 +44,19 @@ void volume_set_debug(bool on);
 /* Load the LUKS2 header of @device (block device or image file).  -ENODEV when it is not LUKS2. */
 int volume_read_header(const char *device, struct volume_header *ret);
 
+/* The same without libcryptsetup (volume/peek.c): no crypto backend, no metadata lock, no
+ * checksum; the header is taken only when both copies agree byte for byte (what every completed
+ * LUKS2 write leaves).  -EAGAIN when that cannot be told (torn, recovering, no primary copy,
+ * suspended device...): use volume_read_header().  For listings that need to know which open
+ * mapping is a kmscrypt volume, never to unlock or change a header. */
+int volume_header_peek(const char *device, struct volume_header *ret);
+/* The parser of volume_header_peek() on @len bytes from offset 0 of a device: -ENODEV when there
+ * is no primary LUKS2 header, -EAGAIN as above (also when @len is short of both copies). */
+int volume_header_peek_parse(const void *buf, size_t len, struct volume_header *ret);
+/* How many bytes volume_header_peek_parse() needs (both copies), from the first 4096; 0 when they
+ * are no primary LUKS2 binary header with a valid size. */
+size_t volume_header_peek_size(const void *buf, size_t len);
+
 /* Every block device (from /sys/class/block) with a LUKS2 header carrying a kmscrypt token, as a
  * NULL-terminated array of "/dev/..." paths, in a stable order (strverscmp()).  Empty and suspended
  * dm devices are skipped (reading a suspended one would block), and so are crypt mappings (dm uuid
@@ -166,8 +179,9 @@ int volume_pool_resume(struct volume_pool *p, const char *name, int keyslot,
 		       const struct secret *secret);
 void volume_pool_stop(struct volume_pool *p);
 
-/* crypt_deactivate(), also of a suspended mapping.  -ENOENT, -ENODEV (not a LUKS2 crypt mapping),
- * -EBUSY (still open). */
+/* Close LUKS2 crypt mapping @name, also a suspended one: straight through device-mapper when it is
+ * one crypt target on a plain device, else crypt_deactivate() (integrity, re-encryption stacks).
+ * -ENOENT, -ENODEV (not a LUKS2 crypt mapping), -EBUSY (still open). */
 int volume_deactivate(const char *name);
 
 struct volume_wipe_report {
@@ -193,6 +207,10 @@ enum volume_key_state {
 	VOLUME_KEY_WIPED,     /* all-zero key (suspended with key wipe) */
 	VOLUME_KEY_HEX,       /* a hex key in the table: never produced by kmscrypt */
 };
+
+/* Is @path a suspended dm block device?  Reading one blocks in D state until it is resumed, so
+ * nothing may open it for I/O (sysfs only, no lock needed). */
+bool volume_dm_device_suspended(const char *path);
 
 struct volume_mapping {
 	char name[128];

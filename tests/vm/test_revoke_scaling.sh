@@ -8,7 +8,9 @@
 #     without a dm uuid, 8 with a CRYPT-LUKS2-/CRYPT-SUBDEV- uuid of other LUKS UUIDs): the same
 #     number of table reads; every time the table shows the zero key and restore brings it back;
 #   - revoke --all of two open volumes opens neither crypt mapping (the scan skips plaintext) and
-#     never looks for an external token plugin.
+#     never looks for an external token plugin;
+#   - lock --all of two open volumes (a third closed) reads their two headers only, without
+#     libcryptsetup (no OpenSSL provider load, no metadata lock), and closes both.
 # Runs as root inside the VM (ctest does this):
 #   scripts/vm/run.sh --build-dir BUILD -- bash tests/vm/test_revoke_scaling.sh
 set -euo pipefail
@@ -94,6 +96,46 @@ case_revoke_opens() {
 	assert_eq ACTIVE "$(t_dm_state kv-so2)" "kv-so2 back after restore --all"
 }
 
+# What lock --all of two open volumes costs (strace, openat of the whole command): it lists the open
+# volumes from device-mapper alone (no scan: no other block device is opened), reads each header
+# without libcryptsetup (no crypto backend: OpenSSL's providers are never loaded; no metadata lock
+# under /run/cryptsetup) and removes each mapping straight through device-mapper; both are closed
+# and /dev/mapper has no trace of them.  A volume on a third loop device that is closed stays
+# out of it.
+case_lock_opens() {
+	local dev1 dev2 dev3 uuid1 uuid2 uuid3 ossl locks others loop_opens
+	t_kms_local lo
+	t_volume dev1 uuid1 lo1 lo kv-lo1
+	t_volume dev2 uuid2 lo2 lo kv-lo2
+	t_volume dev3 uuid3 lo3 lo kv-lo3
+	kc 0 "unlock kv-lo1" -- -q unlock "$dev1"
+	kc 0 "unlock kv-lo2" -- -q unlock "$dev2"
+	strace -f -qq -e trace=openat -o "$WORK/strace.lock" "$KMSCRYPT" --config-dir "$CFG" \
+		--state-dir "$STATE" --json lock --all >"$WORK/lock.out" 2>"$WORK/lock.err" ||
+		t_fail "lock --all under strace" "exit 0" "$(cat "$WORK/lock.err")"
+	for m in kv-lo1 kv-lo2; do
+		[[ ! -e /dev/mapper/$m ]] || t_fail "$m closed by lock --all" "no /dev/mapper/$m" "present"
+		dmsetup info "$m" >/dev/null 2>&1 && t_fail "$m removed" "no dm device" "$(dmsetup info "$m")"
+	done
+	assert_eq 2 "$(grep -oE '"result": ?"locked"' "$WORK/lock.out" | wc -l)" "volumes reported locked"
+	ossl=$(grep -c 'ossl-modules\|openssl.cnf' "$WORK/strace.lock" || true)
+	locks=$(grep -c '/run/cryptsetup' "$WORK/strace.lock" || true)
+	loop_opens=$(grep -cE "openat\(.*\"($dev1|$dev2)\"" "$WORK/strace.lock" || true)
+	others=$(grep -cE 'openat\(.*"/dev/(loop|vd|sd)[a-z]*[0-9]*"' "$WORK/strace.lock" || true)
+	others=$((others - loop_opens))
+	t_log "lock --all of 2 open volumes: $loop_opens opens of their devices, $others of others," \
+		"$ossl OpenSSL provider/config loads, $locks libcryptsetup lock files"
+	assert_eq 0 "$ossl" "OpenSSL provider or config loads by lock --all (no libcryptsetup context)"
+	assert_eq 0 "$locks" "libcryptsetup metadata locks taken by lock --all"
+	assert_eq 0 "$others" "opens of block devices without an open volume by lock --all"
+	assert_eq 2 "$loop_opens" "one header read per open volume"
+	# and the closed ones open again
+	kc 0 "unlock --all after lock --all" -- -q unlock --all
+	assert_eq ACTIVE "$(t_dm_state kv-lo1)" "kv-lo1 open again"
+	assert_eq ACTIVE "$(t_dm_state kv-lo3)" "kv-lo3 open"
+}
+
 t_case revoke_scaling case_revoke_scaling
 t_case revoke_opens case_revoke_opens
+t_case lock_opens case_lock_opens
 t_finish
