@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libdevmapper.h>
@@ -231,6 +232,8 @@ int volume_dm_table(const char *name, struct volume_dm_table *ret)
 	uuid = dm_task_get_uuid(dmt);
 	snprintf(ret->dm_uuid, sizeof(ret->dm_uuid), "%s", uuid ? uuid : "");
 	ret->suspended = info.suspended;
+	ret->major = info.major;
+	ret->minor = info.minor;
 	do {
 		struct volume_dm_target *t;
 		type = params = NULL;
@@ -390,6 +393,24 @@ int volume_dm_simple(const char *name, int task, bool skip_lockfs)
 	return r;
 }
 
+/* Does dm device @maj:@min have holders (/sys/dev/block/M:m/holders/ not empty)? */
+static bool dm_has_holders(unsigned int maj, unsigned int min)
+{
+	char path[80];
+	struct dirent *de;
+	bool any = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/holders", maj, min);
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (!any && (de = readdir(d)))
+		any = de->d_name[0] != '.';
+	closedir(d);
+	return any;
+}
+
 int volume_dm_remove_crypt(const char *name)
 {
 	struct volume_dm_table tb;
@@ -415,6 +436,10 @@ int volume_dm_remove_crypt(const char *name)
 	r = dm_sysfs_uuid(makedev(maj, min), uuid, sizeof(uuid));
 	if (r != -ENOENT && (r < 0 || strncmp(uuid, "CRYPT-", 6) == 0))
 		return -EOPNOTSUPP;
+	/* A device stacked on it (LVM, another dm device) holds it for good: say so at once, as
+	 * crypt_deactivate() does, instead of retrying the removal for seconds. */
+	if (dm_has_holders(tb.major, tb.minor))
+		return -EBUSY;
 	r = 0;
 
 	volume_dm_quiet();

@@ -60,6 +60,7 @@ struct volume_dm_target {
 
 struct volume_dm_table {
 	char dm_uuid[130]; /* DM_UUID_LEN */
+	unsigned int major, minor; /* of the dm device itself */
 	bool suspended;
 	bool truncated; /* more than VOLUME_DM_TARGETS_MAX targets */
 	int n;

@@ -7,15 +7,15 @@
 #   port=$(fake_port aws); fake_ctl aws /control '{"op":"disable_key","key_id":"alias/vol"}'
 #   fake_stop aws                     # optional: every started fake is stopped on exit
 #
-# fakes_setup installs an EXIT trap that calls fakes_cleanup; a test with its own EXIT trap must
-# call fakes_cleanup from it. Only loopback addresses are used.
+# fakes_setup installs an EXIT trap that calls fakes_cleanup (1 when a fake ignored SIGTERM and
+# was killed: the test then fails); a test with its own EXIT trap must call fakes_cleanup from it. Only loopback addresses are used.
 
 FAKES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FAKES_PY=/usr/bin/python3 # Debian's python sees python3-botocore, python3-cryptography, python3-hvac
 declare -gA FAKES_PIDS=()
 
 fakes_cleanup() {
-	local name i alive
+	local name i alive rc=0
 	for name in "${!FAKES_PIDS[@]}"; do
 		kill -TERM "${FAKES_PIDS[$name]}" 2>/dev/null || true
 	done
@@ -33,18 +33,19 @@ fakes_cleanup() {
 		if kill -0 "${FAKES_PIDS[$name]}" 2>/dev/null; then
 			echo "FAIL: fake $name ignored SIGTERM for 10 s; killed" >&2
 			kill -KILL "${FAKES_PIDS[$name]}" 2>/dev/null || true
+			rc=1
 		fi
 		wait "${FAKES_PIDS[$name]}" 2>/dev/null || true
 	done
 	FAKES_PIDS=()
 	[[ -n ${FAKES_WORK:-} && -d $FAKES_WORK ]] && rm -rf "$FAKES_WORK"
-	return 0
+	return $rc
 }
 
 # fakes_setup: temp dir, test PKI in $FAKES_WORK/certs, and the CA environment for client processes.
 fakes_setup() {
 	FAKES_WORK=$(mktemp -d "${TMPDIR:-/tmp}/kmscrypt-fakes.XXXXXX")
-	trap fakes_cleanup EXIT
+	trap 'fakes_cleanup || exit 1' EXIT # a fake that would not stop fails the test
 	trap 'exit 130' INT TERM
 	bash "$FAKES_DIR/mkcerts.sh" "$FAKES_WORK/certs"
 	FAKES_CA=$FAKES_WORK/certs/ca.pem

@@ -10,7 +10,8 @@
 #   - revoke --all of two open volumes opens neither crypt mapping (the scan skips plaintext) and
 #     never looks for an external token plugin;
 #   - lock --all of two open volumes (a third closed) reads their two headers only, without
-#     libcryptsetup (no OpenSSL provider load, no metadata lock), and closes both.
+#     libcryptsetup (no OpenSSL provider load, no metadata lock), and closes both;
+#   - lock of a mapping another dm device holds is refused at once (exit 7, "in use").
 # Runs as root inside the VM (ctest does this):
 #   scripts/vm/run.sh --build-dir BUILD -- bash tests/vm/test_revoke_scaling.sh
 set -euo pipefail
@@ -135,7 +136,30 @@ case_lock_opens() {
 	assert_eq ACTIVE "$(t_dm_state kv-lo3)" "kv-lo3 open"
 }
 
+# A mapping another device is stacked on (a holder) is refused at once with exit 7 and "in use",
+# as cryptsetup close refuses it, not after seconds of removal retries; nothing changes; once the
+# holder is gone the same lock closes it.
+case_lock_busy() {
+	local dev uuid t0 ms
+	t_kms_local lb
+	t_volume dev uuid lb lb kv-lb
+	kc 0 "unlock" -- -q unlock "$dev"
+	dmsetup create kv-lb-holder --table "0 8 linear /dev/mapper/kv-lb 0"
+	t0=${EPOCHREALTIME/./}
+	kc 7 "lock of a mapping with a holder is refused" -- lock kv-lb
+	ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
+	grep -q "in use" "$T_ERR" || t_fail "the refusal says it is in use" "in use" "$(cat "$T_ERR")"
+	((ms < 3000)) || t_fail "refused at once" "< 3000 ms" "$ms ms"
+	t_log "lock with a holder refused in $ms ms"
+	assert_eq ACTIVE "$(t_dm_state kv-lb)" "kv-lb still open"
+	dmsetup remove kv-lb-holder
+	kc 0 "lock once the holder is gone" -- -q lock kv-lb
+	dmsetup info kv-lb >/dev/null 2>&1 && t_fail "kv-lb closed" "no dm device" "present"
+	return 0
+}
+
 t_case revoke_scaling case_revoke_scaling
+t_case lock_busy case_lock_busy
 t_case revoke_opens case_revoke_opens
 t_case lock_opens case_lock_opens
 t_finish
